@@ -1,0 +1,3 @@
+from cinema_cli.cli.app import main
+
+main()

@@ -1,0 +1,88 @@
+"""What a video file holds, read with the ffmpeg binary alone (no ffprobe ships with
+imageio-ffmpeg). The frame count is exact: the video stream is decoded and counted."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinema_cli.assemble.ffmpeg import run_ffmpeg
+from cinema_cli.errors import CinemaError
+
+
+@dataclass
+class VideoInfo:
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    fps: float
+    frames: int
+    duration: float
+    has_audio: bool
+
+
+_STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Video|Audio): (.*)$", re.MULTILINE)
+_PARENS = re.compile(r"\([^()]*\)")
+_SIZE = re.compile(r"^(\d+)x(\d+)\b")
+_RATE = re.compile(r"^([\d.]+)(k?) (fps|tbr)$")
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_FRAMES = re.compile(r"^frame=(\d+)$", re.MULTILINE)
+
+
+def probe(path: Path) -> VideoInfo:
+    """Codec, pixel format, size, frame rate, exact frame count, duration, audio presence."""
+    path = Path(path)
+    if not path.is_file():
+        raise CinemaError(f"cannot probe {path}: no such file")
+    stderr = run_ffmpeg(
+        [
+            "-i", str(path), "-map", "0:v:0",
+            # passthrough: count the frames the file has, not a constant-rate resampling.
+            "-fps_mode", "passthrough", "-f", "null",
+            # -progress writes machine-readable "frame=N" lines; the last one is final.
+            "-nostats", "-progress", "pipe:2", "-",
+        ],
+        f"probing {path.name}",
+    )
+    # Only the input's description: the output section repeats "Stream #0:0: Video".
+    header = stderr.split("Stream mapping:", 1)[0]
+    streams = _STREAM.findall(header)
+    video = next((desc for kind, desc in streams if kind == "Video"), None)
+    counts = _FRAMES.findall(stderr)
+    if video is None or not counts:
+        raise CinemaError(f"{path} is not a readable video (ffmpeg found no video stream)")
+
+    # "h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 160x96 [SAR 1:1
+    # DAR 5:3], 11 kb/s, 12 fps, ...": drop the parenthesised notes, then split fields.
+    while _PARENS.search(video):
+        video = _PARENS.sub("", video)
+    fields = [field.strip() for field in video.split(",")]
+    codec = fields[0].split()[0]
+    pix_fmt = fields[1].split()[0] if len(fields) > 1 else ""
+    width = height = 0
+    rates: dict[str, float] = {}
+    for field in fields[1:]:
+        if size := _SIZE.match(field):
+            width, height = int(size[1]), int(size[2])
+        elif rate := _RATE.match(field):
+            rates[rate[3]] = float(rate[1]) * (1000 if rate[2] else 1)
+    fps = rates.get("fps") or rates.get("tbr") or 0.0
+    frames = int(counts[-1])
+
+    if duration := _DURATION.search(header):
+        hours, minutes, seconds = duration.groups()
+        seconds_total = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    else:  # raw streams carry no container duration
+        seconds_total = frames / fps if fps else 0.0
+    return VideoInfo(
+        codec=codec,
+        pix_fmt=pix_fmt,
+        width=width,
+        height=height,
+        fps=fps,
+        frames=frames,
+        duration=seconds_total,
+        has_audio=any(kind == "Audio" for kind, _ in streams),
+    )

@@ -1,0 +1,103 @@
+"""`cinema bench render`: is re-rendering proportional to what changed, and does memory
+stay flat in film length?
+
+Each render runs in a fresh worker process (`python -m cinema_cli.bench.render_worker`)
+so its peak RSS, and that of the ffmpeg processes it ran, are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from cinema_cli.errors import CinemaError
+from cinema_cli.project.create import create_project
+
+CAST = ["Mara", "Theo", "Ines"]
+LOCATIONS = [("garage", "a cluttered garage", "night"), ("street", "a rainy street", "night"),
+             ("roof", "a windy rooftop", "dawn")]
+MOVES = ["push-in", "pan-right", "static", "pull-out", "tilt-up", "pan-left"]
+FRAMINGS = ["wide", "medium", "close-up", "medium", "extreme-wide", "close-up"]
+
+
+def bench_script(shots: int) -> dict:
+    """A film of `shots` shots over three locations, crossfading between scenes."""
+    per_scene = max(1, -(-shots // len(LOCATIONS)))
+    scenes, made = [], 0
+    while made < shots:
+        sid, location, time = LOCATIONS[len(scenes) % len(LOCATIONS)]
+        beats = []
+        for _ in range(min(per_scene, shots - made)):
+            who = CAST[made % len(CAST)]
+            beats.append({
+                "text": f"<{who}> moment {made + 1}: looks toward the light",
+                "camera": f"{FRAMINGS[made % 6]}, {MOVES[made % 6]}",
+                "duration": 3.0,
+            })
+            made += 1
+        scenes.append({"id": f"{sid}{len(scenes)}", "location": location, "time": time,
+                       "transition": "crossfade" if scenes else "cut", "beats": beats})
+    return {
+        "title": f"Bench film ({shots} shots)",
+        "style": "storyboard",
+        "characters": [{"name": n, "description": f"{n}, a character"} for n in CAST],
+        "scenes": scenes,
+    }
+
+
+def make_project(folder: Path, shots: int) -> Path:
+    root = create_project(folder)
+    (root / "script.yaml").write_text(yaml.safe_dump(bench_script(shots), sort_keys=False))
+    return root
+
+
+def render_in_worker(root: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cinema_cli.bench.render_worker", str(root)],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise CinemaError(f"bench render of {root} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def edit_one_caption(root: Path, shot_id: str) -> None:
+    path = root / "storyboard.yaml"
+    board = yaml.safe_load(path.read_text())
+    for shot in board["shots"]:
+        if shot["id"] == shot_id:
+            shot["caption"] += " Rain starts to fall."
+    path.write_text(yaml.safe_dump(board, sort_keys=False))
+
+
+def run_render_bench(shots: int = 12) -> dict:
+    with tempfile.TemporaryDirectory(prefix="cinema-bench-") as tmp:
+        small = make_project(Path(tmp) / "small", shots)
+        full = render_in_worker(small)
+        edited_id = f"s{shots // 2:02d}"
+        edit_one_caption(small, edited_id)
+        again = render_in_worker(small)
+        large = render_in_worker(make_project(Path(tmp) / "large", 2 * shots))
+    peak_small = max(full["peak_rss_mb"], full["peak_ffmpeg_rss_mb"])
+    peak_large = max(large["peak_rss_mb"], large["peak_ffmpeg_rss_mb"])
+    return {
+        "shots": shots,
+        "full_render_seconds": full["seconds"],
+        "edited_shot": edited_id,
+        "rerender_seconds": again["seconds"],
+        "rerender_rebuilt": again["rebuilt"],
+        "rerender_ratio": round(again["seconds"] / full["seconds"], 4),
+        "rerender_ratio_target": 0.25,
+        f"peak_rss_mb_{shots}_shots": peak_small,
+        f"peak_rss_mb_{2 * shots}_shots": peak_large,
+        "peak_rss_python_mb": [full["peak_rss_mb"], large["peak_rss_mb"]],
+        "peak_rss_ffmpeg_mb": [full["peak_ffmpeg_rss_mb"], large["peak_ffmpeg_rss_mb"]],
+        "rss_ratio": round(peak_large / peak_small, 4),
+        "rss_ratio_target": 1.2,
+        "film_seconds": [full["film_seconds"], large["film_seconds"]],
+    }

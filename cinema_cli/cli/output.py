@@ -1,0 +1,112 @@
+"""Printing: rich on a terminal, plain lines otherwise, JSON when asked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATE_STYLE = {"done": "green", "stale": "yellow", "missing": "red"}
+
+
+def print_json(data: Any) -> None:
+    # Plain print: rich would wrap long lines and break the JSON for scripts.
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True) if err.is_terminal else print(
+        f"error: {message}", file=sys.stderr
+    )
+
+
+def notice(message: str) -> None:
+    err.print(f"[dim]note:[/] {message}") if err.is_terminal else print(f"note: {message}", file=sys.stderr)
+
+
+def styled_state(state: str, edited: bool = False) -> str:
+    label = state + (" (edited)" if edited else "")
+    return f"[{STATE_STYLE.get(state, 'white')}]{label}[/]"
+
+
+class PlainReporter:
+    """One line per artifact on stderr: readable in CI logs and pipes."""
+
+    def stage(self, name: str, total: int) -> None:
+        print(f"[{name}] {total} to build", file=sys.stderr, flush=True)
+
+    def item(self, stage: str, key: str, index: int, total: int) -> None:
+        print(f"[{stage}] {key} ({index + 1}/{total})", file=sys.stderr, flush=True)
+
+    def step(self, done: int, total: int) -> None:
+        pass
+
+    def item_done(self, stage: str, key: str) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        notice(message)
+
+
+class RichReporter:
+    """A bar per stage and one for the steps inside the artifact being built."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err, transient=False,
+        )
+        self.stage_task: Any = None
+        self.step_task: Any = None
+
+    def __enter__(self) -> "RichReporter":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def stage(self, name: str, total: int) -> None:
+        if self.step_task is not None:
+            self.progress.remove_task(self.step_task)
+            self.step_task = None
+        self.stage_task = self.progress.add_task(name, total=total)
+
+    def item(self, stage: str, key: str, index: int, total: int) -> None:
+        self.progress.update(self.stage_task, description=f"{stage} {key}")
+        if self.step_task is None:
+            self.step_task = self.progress.add_task("  steps", total=1)
+        self.progress.reset(self.step_task, total=1, description=f"  {key}")
+
+    def step(self, done: int, total: int) -> None:
+        if self.step_task is not None:
+            self.progress.update(self.step_task, completed=done, total=total)
+
+    def item_done(self, stage: str, key: str) -> None:
+        self.progress.advance(self.stage_task)
+        self.progress.update(self.stage_task, description=stage)
+
+    def notice(self, message: str) -> None:
+        self.progress.console.print(f"[dim]note:[/] {message}")
+
+
+def status_table(status: dict) -> Table:
+    table = Table(title=None, show_lines=False)
+    for column in ("shot", "scene", "keyframe", "video", "why"):
+        table.add_column(column)
+    for row in status["shots"]:
+        table.add_row(
+            row["id"], row["scene"],
+            styled_state(row["keyframe"], "keyframe" in row["edited"]),
+            styled_state(row["shot"], "shot" in row["edited"]),
+            "; ".join(row["stale_because"]),
+        )
+    return table

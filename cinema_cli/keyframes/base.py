@@ -1,0 +1,68 @@
+"""The keyframe stage's protocol: one image per shot, conditioned on earlier keyframes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from PIL import Image
+from pydantic import BaseModel
+
+from cinema_cli.project.schema import Framing, Move
+from cinema_cli.registry import Registry
+
+# (steps done, steps total) for a progress bar inside one keyframe.
+StepProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CharacterLook:
+    name: str
+    description: str
+    references: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContextFrame:
+    """An earlier keyframe chosen as context (filled by the memory library)."""
+
+    shot: str
+    path: Path
+    score: float
+    size: tuple[int, int]  # (height, width) the frame is given to the model at
+    tokens: int
+
+
+@dataclass(frozen=True)
+class KeyframeRequest:
+    shot_id: str
+    scene_id: str
+    caption: str
+    characters: tuple[CharacterLook, ...]
+    framing: Framing
+    move: Move
+    location: str
+    time_of_day: str
+    style: str
+    width: int
+    height: int
+    seed: int
+    context: tuple[ContextFrame, ...] = field(default_factory=tuple)
+
+
+class KeyframeBackend(Protocol):
+    name: ClassVar[str]
+    # Bump when a code change alters the images, so old keyframes become stale.
+    version: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    def __init__(self, options: BaseModel) -> None: ...
+
+    def render(self, request: KeyframeRequest, progress: StepProgress) -> Image.Image: ...
+
+
+keyframe_backends: Registry[KeyframeBackend] = Registry(
+    "keyframes", {"sketch": "cinema_cli.keyframes.sketch"}
+)

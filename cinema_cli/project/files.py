@@ -1,0 +1,77 @@
+"""Atomic file writes and path safety.
+
+Every artifact becomes visible only when complete: it is written under the project's
+`.cinema/tmp/`, fsynced, then renamed into place (same filesystem, so the rename is
+atomic). A run killed at any moment leaves at worst a stray file in `.cinema/tmp/`,
+which the next writer removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from cinema_cli.errors import UnsafePath
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path_for(target: Path, tmp_dir: Path) -> Path:
+    """A unique temporary name in `tmp_dir` keeping `target`'s suffix (muxers need it)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    return tmp_dir / f"{target.stem}.{os.getpid()}.{secrets.token_hex(4)}{target.suffix}"
+
+
+def publish(temp: Path, target: Path) -> None:
+    """fsync a finished temporary file and rename it onto `target`."""
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temp, target)
+    fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path, tmp_dir: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `target` atomically,
+    on failure it is removed and `target` is untouched."""
+    temp = temp_path_for(target, tmp_dir or target.parent)
+    try:
+        yield temp
+        publish(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(target: Path, data: bytes, tmp_dir: Path | None = None) -> None:
+    with atomic_output(target, tmp_dir) as temp:
+        temp.write_bytes(data)
+
+
+def atomic_write_text(target: Path, text: str, tmp_dir: Path | None = None) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"), tmp_dir)
+
+
+def inside(root: Path, relative: str, what: str) -> Path:
+    """Resolve a path written in a project file; refuse anything outside `root`
+    (absolute paths elsewhere, `..` escapes, symlinks that lead out)."""
+    root = root.resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise UnsafePath(
+            f"{what}: path {relative!r} leads outside the project ({root}); "
+            "keep project files inside the project folder"
+        )
+    return candidate

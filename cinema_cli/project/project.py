@@ -1,0 +1,178 @@
+"""A film project on disk: where it is, its files, and its validated contents."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from cinema_cli.errors import NotAProject, ProjectFileError, UnknownShot
+from cinema_cli.project.files import atomic_write_text, inside
+from cinema_cli.project.lock import ProjectLock
+from cinema_cli.project.schema import (
+    CinemaConfig,
+    Script,
+    Shot,
+    Storyboard,
+    check_storyboard_against_script,
+)
+from cinema_cli.project.yamlio import dump_yaml, line_of, load_model, load_yaml
+
+CONFIG_FILE = "cinema.yaml"
+SCRIPT_FILE = "script.yaml"
+STORYBOARD_FILE = "storyboard.yaml"
+STORYBOARD_HEADER = (
+    "# The shot list. Edit freely: cinema redoes only the shots whose fields changed.\n"
+    "# transition: how a shot joins the one before it (cut | crossfade | continuous).\n"
+    "# Captions tag the cast as <Name>; camera is \"FRAMING, MOVE\".\n"
+)
+
+
+def find_root(start: Path) -> Path:
+    """The project containing `start`: the nearest folder upward with a cinema.yaml."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise NotAProject(
+        f"{start} is not inside a cinema project (no {CONFIG_FILE} here or above); "
+        "create one with `cinema new NAME` or point at one with -p DIR"
+    )
+
+
+@dataclass
+class Project:
+    root: Path
+
+    @classmethod
+    def open(cls, directory: Path | None = None, *, search_up: bool = True) -> "Project":
+        directory = Path.cwd() if directory is None else Path(directory)
+        if search_up:
+            return cls(find_root(directory))
+        if not (directory / CONFIG_FILE).is_file():
+            raise NotAProject(f"{directory} is not a cinema project (no {CONFIG_FILE})")
+        return cls(directory.resolve())
+
+    # ------------------------------------------------------------ paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def script_path(self) -> Path:
+        return self.root / SCRIPT_FILE
+
+    @property
+    def storyboard_path(self) -> Path:
+        return self.root / STORYBOARD_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".cinema"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.state_dir / "tmp"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def film_path(self) -> Path:
+        return self.root / "film.mp4"
+
+    def keyframe_path(self, shot_id: str) -> Path:
+        return self.root / "keyframes" / f"{shot_id}.png"
+
+    def sidecar_path(self, shot_id: str) -> Path:
+        return self.root / "keyframes" / f"{shot_id}.json"
+
+    def shot_path(self, shot_id: str) -> Path:
+        return self.root / "shots" / f"{shot_id}.mp4"
+
+    def lock(self) -> ProjectLock:
+        return ProjectLock(self.state_dir / "lock")
+
+    def clear_tmp(self) -> None:
+        """Remove what a killed run left half-written. Call only while holding the lock."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ contents
+    @cached_property
+    def config(self) -> CinemaConfig:
+        return load_model(self.config_path, CinemaConfig)
+
+    @cached_property
+    def script(self) -> Script:
+        script = load_model(self.script_path, Script)
+        for ci, character in enumerate(script.characters):
+            for ri, ref in enumerate(character.references):
+                field = f"characters.{ci}.references.{ri}"
+                try:
+                    path = inside(self.root, ref, f"{SCRIPT_FILE}: {field}")
+                except Exception as err:
+                    raise self._script_error(field, str(err)) from None
+                if not path.is_file():
+                    raise self._script_error(field, f"reference image {ref!r} not found")
+        return script
+
+    def has_storyboard(self) -> bool:
+        return self.storyboard_path.is_file()
+
+    @cached_property
+    def storyboard(self) -> Storyboard:
+        board = load_model(self.storyboard_path, Storyboard)
+        problems = check_storyboard_against_script(board, self.script)
+        if problems:
+            _, node = load_yaml(self.storyboard_path)
+            raise ProjectFileError(
+                self.storyboard_path,
+                [(line_of(node, _loc(f)), f, msg) for f, msg in problems],
+            )
+        return board
+
+    def shot(self, shot_id: str) -> Shot:
+        shot = self.storyboard.shot(shot_id)
+        if shot is None:
+            ids = [s.id for s in self.storyboard.shots]
+            raise UnknownShot(
+                f"no shot {shot_id!r} in {STORYBOARD_FILE} (shots: {', '.join(ids)})"
+            )
+        return shot
+
+    def character_reference_paths(self, name: str) -> tuple[Path, ...]:
+        character = self.script.character(name)
+        if character is None:
+            return ()
+        return tuple(inside(self.root, r, "reference") for r in character.references)
+
+    def write_storyboard(self, board: Storyboard) -> None:
+        """Validate against the script, then replace storyboard.yaml atomically."""
+        problems = check_storyboard_against_script(board, self.script)
+        if problems:
+            raise ProjectFileError(self.storyboard_path, [(None, f, m) for f, m in problems])
+        shots = [_shot_dict(s) for s in board.shots]
+        atomic_write_text(
+            self.storyboard_path, STORYBOARD_HEADER + dump_yaml({"shots": shots}), self.tmp_dir
+        )
+        self.__dict__.pop("storyboard", None)
+
+    def _script_error(self, field: str, message: str) -> ProjectFileError:
+        _, node = load_yaml(self.script_path)
+        return ProjectFileError(self.script_path, [(line_of(node, _loc(field)), field, message)])
+
+
+def _shot_dict(shot: Shot) -> dict:
+    """A shot as YAML, leaving out optional fields at their defaults to keep it readable."""
+    data = shot.model_dump(mode="json")
+    for key, default in (("dialogue", None), ("locked", False)):
+        if data.get(key) == default:
+            data.pop(key)
+    return data
+
+
+def _loc(dotted_field: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in dotted_field.split("."))

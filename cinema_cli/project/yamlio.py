@@ -1,0 +1,127 @@
+"""Reading project YAML into pydantic models with errors that name file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from cinema_cli.errors import ProjectFileError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    """Parse a YAML file; return (data, node tree) so errors can point at lines."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProjectFileError(path, [(None, "", "file not found")]) from None
+    except UnicodeDecodeError as err:
+        raise ProjectFileError(path, [(None, "", f"not UTF-8 text ({err.reason})")]) from None
+    except OSError as err:
+        raise ProjectFileError(path, [(None, "", f"cannot read: {err.strerror}")]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _refuse_duplicate_keys(node)
+        data = yaml.safe_load(text)
+    except ProjectFileError as err:
+        raise ProjectFileError(path, err.problems) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(err, "problem", None) or str(err)
+        raise ProjectFileError(path, [(line, "", f"malformed YAML: {problem}")]) from None
+    except RecursionError:
+        raise ProjectFileError(path, [(None, "", "malformed YAML: nested too deeply")]) from None
+    return data, node
+
+
+def load_model(path: Path, model: type[M]) -> M:
+    """Load `path` and validate it as `model`."""
+    data, node = load_yaml(path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProjectFileError(
+            path, [(1, "", f"expected a mapping of fields, found {type(data).__name__}")]
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(path, err, node) from None
+
+
+def validation_error(path: Path, err: ValidationError, node: yaml.Node | None) -> ProjectFileError:
+    problems = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        problems.append((line_of(node, loc), dotted(loc), _message(e)))
+    return ProjectFileError(path, problems)
+
+
+def dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
+    """The 1-based line of the YAML node at `loc` (keys and list indexes), or of the
+    deepest ancestor that exists (a missing field points at its parent)."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    current = node
+    for part in loc:
+        child = None
+        if isinstance(current, yaml.MappingNode):
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    child, line = value, key.start_mark.line + 1
+                    break
+        elif isinstance(current, yaml.SequenceNode) and isinstance(part, int):
+            if 0 <= part < len(current.value):
+                child = current.value[part]
+                line = child.start_mark.line + 1
+        if child is None:
+            break
+        current = child
+    return line
+
+
+def _message(e: dict) -> str:
+    if e["type"] == "extra_forbidden":
+        return "unknown field"
+    if e["type"] == "missing":
+        return "required field is missing"
+    msg = e["msg"]
+    return msg.removeprefix("Value error, ")
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None) -> None:
+    """PyYAML silently keeps the last of two equal keys; a person almost never means that."""
+    stack = [node] if node is not None else []
+    seen_nodes: set[int] = set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen_nodes:  # aliases can make the tree a graph
+            continue
+        seen_nodes.add(id(current))
+        if isinstance(current, yaml.MappingNode):
+            keys: dict[str, int] = {}
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in keys:
+                        raise ProjectFileError(
+                            "", [(key.start_mark.line + 1, key.value,
+                                  f"duplicate key (first at line {keys[key.value]})")]
+                        )
+                    keys[key.value] = key.start_mark.line + 1
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
