@@ -63,12 +63,12 @@ def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, forc
     project = open_project(project_dir)
     with reporting(json_mode) as reporter:
         pipeline = Pipeline(project, reporter)  # validates every project file first
+        shown = len(pipeline.notices)
         for message in pipeline.notices:
             reporter.notice(message)
-        del pipeline.notices[:]
         with project.lock():
             result = pipeline.run(until=until, force=force, force_story=force_story)
-        for message in result.notices:
+        for message in result.notices[shown:]:
             reporter.notice(message)
     return result
 
@@ -94,13 +94,13 @@ def print_result(result: RenderResult) -> None:
     if r.story:
         parts.append("storyboard")
     if r.keyframes:
-        parts.append(f"{len(r.keyframes)} keyframe(s) [{', '.join(r.keyframes)}]")
+        parts.append(f"{len(r.keyframes)} keyframe(s) ({', '.join(r.keyframes)})")
     if r.shots:
-        parts.append(f"{len(r.shots)} shot(s) [{', '.join(r.shots)}]")
+        parts.append(f"{len(r.shots)} shot(s) ({', '.join(r.shots)})")
     if r.film:
         parts.append("film")
     built = ", ".join(parts) if parts else "nothing (everything is up to date)"
-    output.out.print(f"rebuilt {built} in {result.seconds:.1f}s")
+    output.out.print(f"rebuilt {built} in {result.seconds:.1f}s", markup=False)
     if result.film and r.film:
         output.out.print(f"film: {result.film}")
 
