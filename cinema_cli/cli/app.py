@@ -35,7 +35,13 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of 
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except OSError as err:
+        # Disk full, permission denied...: a message, not a traceback. The artifact in
+        # flight was never published, so the project stays consistent.
+        output.error(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+        sys.exit(1)
 
 
 @contextlib.contextmanager
