@@ -91,6 +91,9 @@ class RichReporter:
             self.progress.update(self.step_task, completed=done, total=total)
 
     def item_done(self, stage: str, key: str) -> None:
+        if self.step_task is not None:  # full, even when the artifact reported no steps
+            task = next(t for t in self.progress.tasks if t.id == self.step_task)
+            self.progress.update(self.step_task, completed=task.total)
         self.progress.advance(self.stage_task)
         self.progress.update(self.stage_task, description=stage)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from cinema_cli.errors import NotAProject, ProjectFileError, UnknownShot
+from cinema_cli.errors import NotAProject, ProjectFileError, UnknownShot, UnsafePath
 from cinema_cli.project.files import atomic_write_text, inside
 from cinema_cli.project.lock import ProjectLock
 from cinema_cli.project.schema import (
@@ -112,8 +112,8 @@ class Project:
             for ri, ref in enumerate(character.references):
                 field = f"characters.{ci}.references.{ri}"
                 try:
-                    path = inside(self.root, ref, f"{SCRIPT_FILE}: {field}")
-                except Exception as err:
+                    path = inside(self.root, ref, "reference image")
+                except UnsafePath as err:
                     raise self._script_error(field, str(err)) from None
                 if not path.is_file():
                     raise self._script_error(field, f"reference image {ref!r} not found")
