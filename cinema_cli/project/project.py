@@ -123,8 +123,14 @@ class Project:
         return self.storyboard_path.is_file()
 
     @cached_property
+    def storyboard_unchecked(self) -> Storyboard:
+        """The storyboard validated by its own schema only, not against script.yaml: for
+        one the story stage is about to regenerate from a changed script."""
+        return load_model(self.storyboard_path, Storyboard)
+
+    @cached_property
     def storyboard(self) -> Storyboard:
-        board = load_model(self.storyboard_path, Storyboard)
+        board = self.storyboard_unchecked
         problems = check_storyboard_against_script(board, self.script)
         if problems:
             _, node = load_yaml(self.storyboard_path)
@@ -149,16 +155,21 @@ class Project:
             return ()
         return tuple(inside(self.root, r, "reference") for r in character.references)
 
-    def write_storyboard(self, board: Storyboard) -> None:
-        """Validate against the script, then replace storyboard.yaml atomically."""
+    def validate_storyboard(self, board: Storyboard) -> None:
+        """Refuse a storyboard that names scenes or characters script.yaml does not have."""
         problems = check_storyboard_against_script(board, self.script)
         if problems:
             raise ProjectFileError(self.storyboard_path, [(None, f, m) for f, m in problems])
+
+    def write_storyboard(self, board: Storyboard) -> None:
+        """Validate against the script, then replace storyboard.yaml atomically."""
+        self.validate_storyboard(board)
         shots = [_shot_dict(s) for s in board.shots]
         atomic_write_text(
             self.storyboard_path, STORYBOARD_HEADER + dump_yaml({"shots": shots}), self.tmp_dir
         )
         self.__dict__.pop("storyboard", None)
+        self.__dict__.pop("storyboard_unchecked", None)
 
     def _script_error(self, field: str, message: str) -> ProjectFileError:
         _, node = load_yaml(self.script_path)

@@ -64,11 +64,47 @@ class AssembleSettings(Strict):
     preset: Literal[
         "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower"
     ] = "veryfast"
+    # Finishing; `cinema assemble --subtitles/--music/...` override these for one run.
+    subtitles: bool = False  # write film.srt from the shots' dialogue and mux it as a track
+    music: str | None = None  # a music bed, a path inside the project
+    music_loudness: float = Field(-16.0, ge=-70, le=-5)  # target integrated loudness, LUFS
+    music_fade_seconds: float = Field(2.0, ge=0, le=30)
 
 
 class RuntimeSettings(Strict):
+    """How GPU models run (a runtime profile); cinema_cli/runtime resolves and applies it."""
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bfloat16 on CUDA, float32 on the CPU.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Where weights wait while not computing: none (all on the GPU), model (one component on
+    # the GPU at a time), group (blocks streamed in), sequential (leaf by leaf; least memory).
+    offload: Literal["none", "model", "group", "sequential"] = "none"
+    vae_tiling: bool = False
+    # Weight quantization with bitsandbytes (CUDA): int8 or 4-bit nf4.
+    quantize: Literal["none", "int8", "nf4"] = "none"
+    # torch.compile of the repeated transformer blocks (regional compilation).
+    compile: bool = False
+
+
+class MemorySettings(Strict):
+    """Which earlier keyframes condition a new one (retrieval), and at what size (GoldenMem)."""
+
+    # auto: lexical (no weights) unless weights (or an hf-hub: model) are configured.
+    embedder: Literal["auto", "lexical", "clip", "text"] = "auto"
+    model: str = Field("ViT-B-32", min_length=1)  # an open_clip model name, or hf-hub:ORG/REPO
+    # An open_clip pretrained tag, a local file, a local transformers folder (text), or
+    # `random` (random weights: tests the plumbing, retrieves nothing meaningful).
+    weights: str | None = None
+    max_context: int = Field(8, ge=0, le=64)
+    token_budget: int | None = Field(None, ge=1)  # target + context tokens
+    group_size: int = Field(1, ge=1, le=16)  # frames sharing one GoldenMem scale
+    scale_order: Literal["relevance", "recency"] = "relevance"  # who gets the larger sizes
+    vae_factor: int = Field(8, ge=1, le=64)  # pixels per latent unit
+    patch: int = Field(2, ge=1, le=16)  # latent units per token side
+    min_side: int = Field(4, ge=1, le=1024)  # latent units; a smaller context frame is dropped
+    duplicate_threshold: float = Field(0.95, gt=0, le=1)  # picture correlation above = duplicate
+    references: bool = True  # the cast's reference images are candidates too
 
 
 class CinemaConfig(Strict):
@@ -81,6 +117,7 @@ class CinemaConfig(Strict):
     video: StageSettings = Field(default_factory=StageSettings)
     assemble: AssembleSettings = Field(default_factory=AssembleSettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
 
 
 # ---------------------------------------------------------------- camera
@@ -300,13 +337,13 @@ def check_storyboard_against_script(board: Storyboard, script: Script) -> list[t
     for i, shot in enumerate(board.shots):
         if shot.scene not in scenes:
             problems.append(
-                (f"shots.{i}.scene", f"scene {shot.scene!r} is not in script.yaml "
+                (f"shots.{i}.scene", f"shot {shot.id}: scene {shot.scene!r} is not in script.yaml "
                  f"(scenes: {', '.join(sorted(scenes))})")
             )
         for j, name in enumerate(shot.characters):
             if name not in names:
                 problems.append(
-                    (f"shots.{i}.characters.{j}", f"character {name!r} is not in script.yaml "
+                    (f"shots.{i}.characters.{j}", f"shot {shot.id}: character {name!r} is not in script.yaml "
                      f"(cast: {', '.join(sorted(names)) or 'none'})")
                 )
     return problems

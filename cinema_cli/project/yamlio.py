@@ -16,27 +16,45 @@ M = TypeVar("M", bound=BaseModel)
 def load_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
     """Parse a YAML file; return (data, node tree) so errors can point at lines."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ProjectFileError(path, [(None, "", "file not found")]) from None
-    except UnicodeDecodeError as err:
-        raise ProjectFileError(path, [(None, "", f"not UTF-8 text ({err.reason})")]) from None
     except OSError as err:
         raise ProjectFileError(path, [(None, "", f"cannot read: {err.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ProjectFileError(path, [(line, "", f"not UTF-8 text ({err.reason})")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         _refuse_duplicate_keys(node)
         data = yaml.safe_load(text)
     except ProjectFileError as err:
         raise ProjectFileError(path, err.problems) from None
+    except yaml.reader.ReaderError as err:
+        line = text[: err.position].count("\n") + 1
+        raise ProjectFileError(
+            path, [(line, "", f"malformed YAML: character {chr(err.character)!r} is not allowed")]
+        ) from None
+    except yaml.MarkedYAMLError as err:
+        raise ProjectFileError(path, [_yaml_problem(err)]) from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(err, "problem", None) or str(err)
-        raise ProjectFileError(path, [(line, "", f"malformed YAML: {problem}")]) from None
+        raise ProjectFileError(path, [(None, "", f"malformed YAML: {err}")]) from None
     except RecursionError:
         raise ProjectFileError(path, [(None, "", "malformed YAML: nested too deeply")]) from None
     return data, node
+
+
+def _yaml_problem(err: yaml.MarkedYAMLError) -> tuple[int | None, str, str]:
+    """(line, field, message) for a YAML syntax error, naming where the construct it is
+    inside began when that is another line (an unclosed bracket or quote)."""
+    line = err.problem_mark.line + 1 if err.problem_mark is not None else None
+    message = f"malformed YAML: {err.problem or err}"
+    context = err.context_mark
+    if context is not None and context.line + 1 != line:
+        message += f" ({err.context} at line {context.line + 1})"
+    return line, "", message
 
 
 def load_model(path: Path, model: type[M]) -> M:

@@ -36,6 +36,10 @@ class OfflineStoryboarder:
     name = "offline"
     version = "1"
     Options = OfflineOptions
+    notice = (
+        "storyboard.yaml was written by the offline storyboarder (one shot per beat, no LLM); "
+        "`cinema story --llm gemini` asks Gemini instead (with GEMINI_API_KEY set)"
+    )
 
     def __init__(self, options: OfflineOptions) -> None:
         self.options = options
