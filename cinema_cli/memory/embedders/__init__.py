@@ -1,0 +1,1 @@
+"""Embedders: how relevant each remembered frame is to the shot being drawn."""
