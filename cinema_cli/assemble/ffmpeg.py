@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -187,3 +187,27 @@ class VideoWriter:
                 raise FFmpegError(f"encoding {self.out.name}", proc.returncode, self._read_stderr())
         finally:
             self._stderr.close()
+
+
+def read_frames(path: Path, width: int, height: int) -> Iterator[np.ndarray]:
+    """Decode a video's frames scaled to width x height, as HxWx3 uint8 RGB arrays, one at
+    a time: ffmpeg streams them through a pipe, so memory does not grow with the video."""
+    size = width * height * 3
+    with tempfile.TemporaryFile() as stderr:
+        proc = _popen(
+            ["-loglevel", "error", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
+             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "pipe:1"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
+        )
+        try:
+            while len(chunk := proc.stdout.read(size)) == size:
+                yield np.frombuffer(chunk, np.uint8).reshape(height, width, 3)
+        finally:
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.kill()  # the reader stopped early
+            proc.wait()
+        if proc.returncode != 0:
+            stderr.seek(0)
+            raise FFmpegError(f"decoding {Path(path).name}", proc.returncode,
+                              stderr.read().decode("utf-8", errors="replace"))

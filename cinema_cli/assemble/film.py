@@ -40,22 +40,34 @@ class FilmResult:
     reencoded_segments: int
 
 
+def overlaps(frames: list[int], transitions: list[str], crossfade_frames: int) -> list[int]:
+    """How many frames each clip overlaps the one before it in the film: the crossfade
+    length clamped to half the shorter of the two clips, 0 for a cut (and for the first
+    clip, and for a crossfade clamped to nothing). The one rule for the film's timing:
+    subtitles, timeline export and cut evaluation use it too."""
+    result = []
+    for index, (length, transition) in enumerate(zip(frames, transitions)):
+        fade = 0
+        if index > 0 and transition == "crossfade":
+            fade = min(crossfade_frames, frames[index - 1] // 2, length // 2)
+        result.append(fade)
+    return result
+
+
 def _runs(clips: list[FilmClip], crossfade_frames: int) -> list[tuple[list[FilmClip], list[int]]]:
     """Split the clips into maximal runs joined by crossfades. Each run comes with the
-    length in frames of each of its crossfades, clamped to half the shorter clip; a
-    crossfade clamped to nothing is a cut."""
-    runs: list[tuple[list[FilmClip], list[int]]] = []
-    for index, clip in enumerate(clips):
+    length in frames of each of its crossfades (see `overlaps`)."""
+    for clip in clips:
         if clip.transition not in TRANSITIONS:
             raise ValueError(f"unknown transition {clip.transition!r} for {clip.path.name}")
-        if index > 0 and clip.transition == "crossfade":
-            previous = runs[-1][0][-1]
-            length = min(crossfade_frames, previous.frames // 2, clip.frames // 2)
-            if length > 0:
-                runs[-1][0].append(clip)
-                runs[-1][1].append(length)
-                continue
-        runs.append(([clip], []))
+    fades = overlaps([c.frames for c in clips], [c.transition for c in clips], crossfade_frames)
+    runs: list[tuple[list[FilmClip], list[int]]] = []
+    for clip, fade in zip(clips, fades):
+        if fade > 0:
+            runs[-1][0].append(clip)
+            runs[-1][1].append(fade)
+        else:
+            runs.append(([clip], []))
     return runs
 
 

@@ -1,5 +1,5 @@
-"""What a video file holds, read with the ffmpeg binary alone (no ffprobe ships with
-imageio-ffmpeg). The frame count is exact: the video stream is decoded and counted."""
+"""What a video or audio file holds, read with the ffmpeg binary alone (no ffprobe ships
+with imageio-ffmpeg). Frame counts and audio durations are exact: the stream is decoded."""
 
 from __future__ import annotations
 
@@ -21,14 +21,25 @@ class VideoInfo:
     frames: int
     duration: float
     has_audio: bool
+    has_subtitles: bool = False
 
 
-_STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Video|Audio): (.*)$", re.MULTILINE)
+@dataclass
+class AudioInfo:
+    codec: str
+    sample_rate: int
+    channels: str  # as ffmpeg names the layout: mono, stereo, 5.1...
+    duration: float  # seconds of decoded audio
+
+
+_STREAM = re.compile(r"^\s*Stream #0:\d+\S*: (Video|Audio|Subtitle): (.*)$", re.MULTILINE)
 _PARENS = re.compile(r"\([^()]*\)")
 _SIZE = re.compile(r"^(\d+)x(\d+)\b")
 _RATE = re.compile(r"^([\d.]+)(k?) (fps|tbr)$")
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _FRAMES = re.compile(r"^frame=(\d+)$", re.MULTILINE)
+_OUT_TIME = re.compile(r"^out_time_us=(\d+)$", re.MULTILINE)
+_SAMPLE_RATE = re.compile(r"^(\d+) Hz$")
 
 
 def probe(path: Path) -> VideoInfo:
@@ -85,4 +96,32 @@ def probe(path: Path) -> VideoInfo:
         frames=frames,
         duration=seconds_total,
         has_audio=any(kind == "Audio" for kind, _ in streams),
+        has_subtitles=any(kind == "Subtitle" for kind, _ in streams),
+    )
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """The first audio stream of any file: codec, sample rate, channel layout, and its
+    exact duration (decoded to the end)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CinemaError(f"cannot probe {path}: no such file")
+    stderr = run_ffmpeg(
+        ["-i", str(path), "-map", "0:a:0?", "-f", "null", "-nostats", "-progress", "pipe:2", "-"],
+        f"probing {path.name}",
+    )
+    header = stderr.split("Stream mapping:", 1)[0]
+    audio = next((desc for kind, desc in _STREAM.findall(header) if kind == "Audio"), None)
+    times = _OUT_TIME.findall(stderr)
+    if audio is None or not times:
+        raise CinemaError(f"{path} has no readable audio (ffmpeg found no audio stream)")
+    while _PARENS.search(audio):
+        audio = _PARENS.sub("", audio)
+    fields = [field.strip() for field in audio.split(",")]
+    rate = next((int(m[1]) for f in fields if (m := _SAMPLE_RATE.match(f))), 0)
+    return AudioInfo(
+        codec=fields[0].split()[0],
+        sample_rate=rate,
+        channels=fields[2] if len(fields) > 2 else "",
+        duration=int(times[-1]) / 1e6,
     )

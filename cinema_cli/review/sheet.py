@@ -1,0 +1,61 @@
+"""board.png: a contact sheet of the keyframes, each labelled with its shot, scene,
+length and transition, and framed in red with a STALE (or MISSING) tag when the shot is
+not current. One keyframe is open at a time."""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image, ImageDraw, ImageFont
+
+from cinema_cli.project.schema import Resolution
+from cinema_cli.review.cards import Card
+
+COLUMNS = 4
+THUMB_WIDTH = 320
+PAD = 12
+LABEL_HEIGHT = 44
+TITLE_HEIGHT = 40
+BACKGROUND, INK, DIM = (30, 30, 32), (235, 235, 235), (150, 150, 150)
+MARK = {"stale": (192, 57, 43), "missing": (142, 68, 173)}
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
+    """`text` cut with an ellipsis to fit `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def contact_sheet(title: str, cards: list[Card], resolution: Resolution) -> Image.Image:
+    thumb_h = round(THUMB_WIDTH * resolution.height / resolution.width)
+    columns = min(COLUMNS, max(1, len(cards)))
+    rows = math.ceil(len(cards) / columns)
+    cell_w, cell_h = THUMB_WIDTH + PAD, thumb_h + LABEL_HEIGHT + PAD
+    sheet = Image.new("RGB", (PAD + columns * cell_w, TITLE_HEIGHT + PAD + rows * cell_h), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    big, small = ImageFont.load_default(size=20), ImageFont.load_default(size=13)
+    draw.text((PAD, PAD), _fit(draw, title, big, sheet.width - 2 * PAD), font=big, fill=INK)
+    for index, card in enumerate(cards):
+        x = PAD + (index % columns) * cell_w
+        y = TITLE_HEIGHT + PAD + (index // columns) * cell_h
+        if card.keyframe is not None:
+            with Image.open(card.keyframe) as image:
+                sheet.paste(image.convert("RGB").resize((THUMB_WIDTH, thumb_h), Image.Resampling.LANCZOS), (x, y))
+        else:
+            draw.rectangle((x, y, x + THUMB_WIDTH - 1, y + thumb_h - 1), fill=(60, 60, 64))
+            draw.text((x + THUMB_WIDTH // 2, y + thumb_h // 2), "no keyframe", font=small, fill=DIM, anchor="mm")
+        if card.state in MARK:
+            colour = MARK[card.state]
+            draw.rectangle((x, y, x + THUMB_WIDTH - 1, y + thumb_h - 1), outline=colour, width=4)
+            tag = card.state.upper()
+            box = draw.textbbox((x + 8, y + 6), tag, font=small)
+            draw.rectangle((box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 3), fill=colour)
+            draw.text((x + 8, y + 6), tag, font=small, fill=(255, 255, 255))
+        shot = card.shot
+        line = f"{shot.id} · {shot.scene} · {shot.duration:g}s · {shot.transition}"
+        draw.text((x, y + thumb_h + 4), _fit(draw, line, small, THUMB_WIDTH), font=small, fill=INK)
+        draw.text((x, y + thumb_h + 22), _fit(draw, shot.caption, small, THUMB_WIDTH), font=small, fill=DIM)
+    return sheet
