@@ -118,6 +118,27 @@ def ids(project: Path) -> list[str]:
     return [s["id"] for s in board(project)]
 
 
+def sidecar_of(project: Path, shot_id: str) -> dict:
+    return json.loads((project / "keyframes" / f"{shot_id}.json").read_text())
+
+
+def retrievers(project: Path, shot_id: str) -> list[str]:
+    """The shots whose keyframe was drawn with `shot_id`'s keyframe in its context. They
+    are redone when it changes; the sketch ignores its context, so they come out
+    byte-identical and nothing after them is redone."""
+    return [i for i in ids(project) if any(c["shot"] == shot_id for c in sidecar_of(project, i)["context"])]
+
+
+def stale_after(project: Path, shot_id: str) -> list[str]:
+    """What status calls stale when `shot_id`'s keyframe is to be redrawn: every keyframe
+    whose context leads back to it (status cannot know the redraws will be identical)."""
+    reached = {shot_id}
+    for i in ids(project):  # a context holds only earlier shots, so one pass in order
+        if any(c["shot"] in reached for c in sidecar_of(project, i)["context"]):
+            reached.add(i)
+    return [i for i in ids(project) if i in reached - {shot_id}]
+
+
 def frames_of(shot: dict, fps: int) -> int:
     return max(1, round(shot["duration"] * fps))
 
@@ -233,7 +254,11 @@ def check_outputs(project: Path, width: int, height: int, fps: int) -> None:
         sidecar = json.loads((project / "keyframes" / f"{shot['id']}.json").read_text())
         assert sidecar["backend"] == "sketch"
         assert sidecar["seed"] == shot["seed"]
-        assert sidecar["context"] == []
+        # Its context: earlier keyframes only, as the manifest recorded them (less the hashes).
+        recorded = manifest["keyframes"][shot["id"]]["recipe"]["context"]
+        assert sidecar["context"] == [{k: v for k, v in e.items() if k != "output"} for e in recorded]
+        earlier = [s["id"] for s in shots[: shots.index(shot)]]
+        assert all(c["shot"] in earlier and c["tokens"] > 0 for c in sidecar["context"]), sidecar["context"]
         assert re.fullmatch(r"[0-9a-f]{64}", sidecar["input_hash"])
         # The input hash is the hash of the recipe the manifest recorded for it.
         assert sidecar["input_hash"] == canonical_hash(manifest["keyframes"][shot["id"]]["recipe"])
@@ -303,21 +328,29 @@ def test_copied_project_is_current(heist, rendered_heist):
 
 
 def test_caption_edit_redoes_that_shot_then_nothing(heist):
+    """s03's keyframe, the keyframes that remembered it (redrawn byte-identical by the
+    sketch, so their videos stay), s03's video and the film."""
     before = artifact_files(heist)
+    dependents = retrievers(heist, "s03")
+    assert dependents, "nothing retrieved s03: the cascade is not exercised"
     cinema("shot", "s03", "--caption", "Mara <Mara> cracks the vault, close-up, sweat on her brow", cwd=heist)
     edited = next(s for s in board(heist) if s["id"] == "s03")
     assert edited["caption"] == "Mara <Mara> cracks the vault, close-up, sweat on her brow"
     assert edited["characters"] == ["Mara"]
 
     data = render_json(heist)
-    assert data["rebuilt"] == {"story": False, "keyframes": ["s03"], "shots": ["s03"], "film": True}
+    assert data["rebuilt"] == {"story": False, "keyframes": ["s03", *dependents], "shots": ["s03"], "film": True}
     after = artifact_files(heist)
     assert rewritten(before, after) == expected_rewrites(data["rebuilt"])
     assert after["keyframes/s03.png"][2] != before["keyframes/s03.png"][2]  # the caption is drawn
+    assert all(after[f"keyframes/{i}.png"][2] == before[f"keyframes/{i}.png"][2] for i in dependents)
 
     assert render_json(heist)["rebuilt"] == NOTHING
     assert artifact_files(heist) == after
     check_outputs(heist, SMALL_W, SMALL_H, SMALL_FPS)
+
+
+RETRIEVERS = object()  # stands for the shots that retrieved the edited one, in order
 
 
 @pytest.mark.parametrize(
@@ -325,23 +358,25 @@ def test_caption_edit_redoes_that_shot_then_nothing(heist):
     [
         ("s05", "--duration", "3", {"keyframes": [], "shots": ["s05"], "film": True}),
         ("s04", "--transition", "crossfade", {"keyframes": [], "shots": [], "film": True}),
-        # s02 has people in it: the seed moves them, so the panel and the shot change.
-        ("s02", "--seed", "12345", {"keyframes": ["s02"], "shots": ["s02"], "film": True}),
+        # s02 has people in it: the seed moves them, so the panel and the shot change,
+        # and the keyframes that remembered s02 (RETRIEVERS) are redrawn.
+        ("s02", "--seed", "12345", {"keyframes": ["s02", RETRIEVERS], "shots": ["s02"], "film": True}),
         # s06 has nobody in it: the sketch's seed only places figures, so the keyframe
         # and shot are redrawn byte-identical and the film (keyed by content) stays.
         ("s06", "--seed", "12345", {"keyframes": ["s06"], "shots": ["s06"], "film": False}),
-        ("s07", "--camera", "wide, static", {"keyframes": ["s07"], "shots": ["s07"], "film": True}),
+        ("s07", "--camera", "wide, static", {"keyframes": ["s07", RETRIEVERS], "shots": ["s07"], "film": True}),
     ],
     ids=["duration", "transition", "seed", "seed-empty-panel", "camera"],
 )
 def test_field_edit_redoes_exactly(heist, shot_id, option, value, expect):
     before = artifact_files(heist)
     frames_before = probe(heist / "film.mp4").frames
+    keyframes = [k for i in expect["keyframes"] for k in (retrievers(heist, shot_id) if i is RETRIEVERS else [i])]
     shown = cinema_json("shot", shot_id, option, value, cwd=heist)
     assert shown["edited"] == [option.removeprefix("--")]
 
     data = render_json(heist)
-    assert data["rebuilt"] == {"story": False, **expect}
+    assert data["rebuilt"] == {"story": False, **expect, "keyframes": keyframes}
     assert rewritten(before, artifact_files(heist)) == expected_rewrites(data["rebuilt"])
     assert render_json(heist)["rebuilt"] == NOTHING
     check_outputs(heist, SMALL_W, SMALL_H, SMALL_FPS)
@@ -357,6 +392,7 @@ def test_field_edit_redoes_exactly(heist, shot_id, option, value, expect):
 
 def test_hand_edit_of_storyboard_is_like_the_cli_edit(heist):
     before = artifact_files(heist)
+    keyframes = ["s03", *retrievers(heist, "s03")]
     data = load(heist / "storyboard.yaml")
     data["shots"][2]["caption"] = "Mara <Mara> cracks the vault, close-up, sweat on her brow"
     dump(heist / "storyboard.yaml", data)
@@ -364,7 +400,7 @@ def test_hand_edit_of_storyboard_is_like_the_cli_edit(heist):
     status = cinema_json("status", cwd=heist)
     assert status["story"] == "done"
     rendered = render_json(heist)
-    assert rendered["rebuilt"] == {"story": False, "keyframes": ["s03"], "shots": ["s03"], "film": True}
+    assert rendered["rebuilt"] == {"story": False, "keyframes": keyframes, "shots": ["s03"], "film": True}
     assert rewritten(before, artifact_files(heist)) == expected_rewrites(rendered["rebuilt"])
     assert render_json(heist)["rebuilt"] == NOTHING
 
@@ -413,8 +449,10 @@ def test_scene_time_edit_regenerates_story_and_redoes_that_scene(heist):
     assert street_ids == ["s04", "s05"]
 
     before = artifact_files(heist)
+    remembered = {i for street_id in street_ids for i in retrievers(heist, street_id)}
+    keyframes = [i for i in ids(heist) if i in street_ids or i in remembered]  # in storyboard order
     data = render_json(heist)
-    assert data["rebuilt"] == {"story": True, "keyframes": street_ids, "shots": street_ids, "film": True}
+    assert data["rebuilt"] == {"story": True, "keyframes": keyframes, "shots": street_ids, "film": True}
     assert rewritten(before, artifact_files(heist)) == expected_rewrites(data["rebuilt"])
 
     new_board = board(heist)
@@ -453,8 +491,10 @@ def test_status_before_and_after_render_and_after_an_edit(tmp_path, heist):
     assert status["story"] == status["film"] == "done"
     for row in status["shots"]:
         assert set(row) >= STATUS_ROW_KEYS
-        assert (row["keyframe"], row["shot"], row["stale_because"], row["edited"], row["context"]) == (
-            "done", "done", [], [], [])
+        assert (row["keyframe"], row["shot"], row["stale_because"], row["edited"]) == ("done", "done", [], [])
+        assert row["context"] == sidecar_of(heist, row["id"])["context"]
+    dependents = stale_after(heist, "s03")
+    assert set(retrievers(heist, "s03")) < set(dependents), "no transitive dependent: a weak test"
 
     cinema("shot", "s03", "--caption", "Mara <Mara> cracks the vault, close-up, sweat on her brow", cwd=heist)
     status = cinema_json("status", cwd=heist)
@@ -465,7 +505,10 @@ def test_status_before_and_after_render_and_after_an_edit(tmp_path, heist):
     assert rows["s03"]["edited"] == []
     assert status["film"] == "stale"
     for shot_id, row in rows.items():
-        if shot_id != "s03":
+        if shot_id in dependents:  # it remembered s03 (or a keyframe that did), to be redrawn
+            assert (row["keyframe"], row["shot"]) == ("stale", "stale"), row
+            assert any(re.fullmatch(r"context keyframe s\d+ is stale", r) for r in row["stale_because"]), row
+        elif shot_id != "s03":
             assert (row["keyframe"], row["shot"], row["stale_because"]) == ("done", "done", []), row
 
     table = cinema("status", cwd=heist).stdout
@@ -479,6 +522,7 @@ def test_hand_replaced_keyframe_is_kept_and_its_shot_redone(heist):
     Image.new("RGB", (SMALL_W, SMALL_H), colour).save(heist / "keyframes" / "s03.png")
     mine = (heist / "keyframes" / "s03.png").read_bytes()
     before = artifact_files(heist)
+    dependents = retrievers(heist, "s03")  # they remembered the old s03: redrawn, byte-identical
 
     status = cinema_json("status", cwd=heist)
     rows = {r["id"]: r for r in status["shots"]}
@@ -486,11 +530,15 @@ def test_hand_replaced_keyframe_is_kept_and_its_shot_redone(heist):
     assert "keyframe" in rows["s03"]["edited"]
     assert rows["s03"]["shot"] == "stale"
     assert status["film"] == "stale"
-    assert all((r["keyframe"], r["shot"]) == ("done", "done") for i, r in rows.items() if i != "s03")
+    assert all("context keyframe s03 changed" in rows[i]["stale_because"] for i in dependents)
+    assert all(rows[i]["keyframe"] == "stale" for i in stale_after(heist, "s03"))
+    assert all((r["keyframe"], r["shot"]) == ("done", "done")
+               for i, r in rows.items() if i not in ("s03", *stale_after(heist, "s03")))
 
     data = render_json(heist)
-    assert data["rebuilt"] == {"story": False, "keyframes": [], "shots": ["s03"], "film": True}
-    assert rewritten(before, artifact_files(heist)) == {"shots/s03.mp4", "film.mp4"}
+    assert data["rebuilt"] == {"story": False, "keyframes": dependents, "shots": ["s03"], "film": True}
+    assert rewritten(before, artifact_files(heist)) == {"shots/s03.mp4", "film.mp4"} | expected_rewrites(
+        {"keyframes": dependents, "shots": [], "film": False})
     assert (heist / "keyframes" / "s03.png").read_bytes() == mine
     # The shot was moved from the hand-made picture (a flat colour stays flat).
     frame = first_frame_rgb(heist / "shots" / "s03.mp4", SMALL_W, SMALL_H).reshape(-1, 3).mean(axis=0)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from cinema_cli.cli import output
 from cinema_cli.errors import BadInput, CinemaError
@@ -29,6 +30,9 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks that print JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+# `cinema eval cuts`, `cinema eval retrieval`...: each metric registers its command here.
+eval_app = typer.Typer(help="Measure quality: cut accuracy, retrieval recall.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 ProjectOpt = typer.Option(None, "-p", "--project", help="Project folder (default: found from the current folder).")
 JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
@@ -54,8 +58,11 @@ def reporting(json_mode: bool):
         yield output.PlainReporter()
 
 
-def fail(err: CinemaError) -> typer.Exit:
+def fail(err: CinemaError, json_mode: bool = False) -> typer.Exit:
+    """Report `err` (also as a JSON object on stdout for scripts) and exit with its code."""
     output.error(str(err))
+    if json_mode:
+        output.print_json({"ok": False, "error": str(err), "exit_code": err.exit_code})
     return typer.Exit(err.exit_code)
 
 
@@ -63,12 +70,15 @@ def open_project(path: Optional[Path]) -> Project:
     return Project.open(path)
 
 
-def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, force=(), force_story=False) -> RenderResult:
+def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, force=(), force_story=False,
+               story_backend: Optional[str] = None, assemble_overrides: Optional[dict] = None) -> RenderResult:
     """Validate, lock, and run the stages up to `until`; the shared body of story, plan,
     render, assemble and shot --regen."""
     project = open_project(project_dir)
     with reporting(json_mode) as reporter:
-        pipeline = Pipeline(project, reporter)  # validates every project file first
+        # Every project file is validated before the lock (or anything else) is written.
+        pipeline = Pipeline(project, reporter, story_backend, assemble_overrides=assemble_overrides)
+        pipeline.check_storyboard(force_story=force_story)
         shown = len(pipeline.notices)
         for message in pipeline.notices:
             reporter.notice(message)
@@ -127,7 +137,7 @@ def new(
     try:
         root = create_project(name, example)
     except CinemaError as err:
-        raise fail(err) from None
+        raise fail(err, json_mode) from None
     if json_mode:
         output.print_json({"project": str(root), "example": example})
     else:
@@ -144,24 +154,106 @@ def list_examples() -> None:
 
 @app.command()
 def story(
+    instruction: Optional[str] = typer.Argument(
+        None, help='With --shot: the note for that shot, e.g. "make it night, rain on the windows".'),
+    shot_id: Optional[str] = typer.Option(
+        None, "--shot", help="Rewrite only this shot with the LLM, following INSTRUCTION."),
+    llm: Optional[str] = typer.Option(
+        None, "--llm", help="Storyboarder for this run instead of cinema.yaml's story.backend: gemini, local, offline."),
     project: Optional[Path] = ProjectOpt,
     force: bool = typer.Option(False, "--force", help="Regenerate even a hand-edited storyboard.yaml (locked shots are kept)."),
     json_mode: bool = JsonOpt,
 ) -> None:
-    """Write storyboard.yaml from script.yaml (when missing or stale)."""
-    _stage_command(project, "story", json_mode, force_story=force)
+    """Write storyboard.yaml from script.yaml (when missing or stale), or rewrite one shot.
+
+    The gemini storyboarder reads its key from GEMINI_API_KEY (or GOOGLE_API_KEY).
+
+    Examples: cinema story --llm gemini | cinema story --shot s02 "make it night"
+    """
+    if shot_id is None:
+        if instruction is not None:
+            raise fail(BadInput(f"the note {instruction!r} needs --shot ID: which shot is it for?"), json_mode)
+        _stage_command(project, "story", json_mode, force_story=force, story_backend=llm)
+        return
+    try:
+        if force:
+            raise BadInput("--force regenerates the whole storyboard; it does not go with --shot")
+        if not (instruction or "").strip():
+            raise BadInput(f'--shot {shot_id} needs a note, e.g. cinema story --shot {shot_id} "make it night"')
+        proj = open_project(project)
+        pipeline = Pipeline(proj, story_backend=llm)  # validates every project file first
+        with proj.lock():
+            rewritten = pipeline.rewrite_shot(shot_id, instruction or "")
+    except CinemaError as err:
+        if json_mode:
+            output.print_json(result_json(str(project or Path.cwd()), None, err))
+        raise fail(err) from None  # the JSON line above already carries the error
+    fields = rewritten.model_dump(mode="json")
+    if json_mode:
+        output.print_json({"project": str(proj.root), "ok": True, "shot": fields})
+        return
+    for key, value in fields.items():
+        if value not in (None, False):
+            output.out.print(f"[bold]{key:>10}[/]  {escape(str(value))}")
+    output.out.print(f"rewrote {shot_id}; run `cinema render` to redo what depends on it")
 
 
 @app.command()
-def plan(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> None:
-    """Draw the stale keyframes (one image per shot)."""
-    _stage_command(project, "keyframes", json_mode)
+def plan(
+    project: Optional[Path] = ProjectOpt,
+    explain: bool = typer.Option(False, "--explain", help="Then show each keyframe's context: the earlier "
+                                 "keyframes it was drawn with, their relevance and GoldenMem sizes."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Draw the stale keyframes (one image per shot), each conditioned on the earlier
+    keyframes most relevant to it (memory: retrieval + GoldenMem).
+
+    Example: cinema plan --explain
+    """
+    if not explain:
+        _stage_command(project, "keyframes", json_mode)
+        return
+    try:
+        result = run_stages(project, "keyframes", json_mode)
+        rows = Pipeline(open_project(project)).status().to_json()["shots"]
+    except CinemaError as err:
+        if json_mode:
+            output.print_json(result_json(str(project or Path.cwd()), None, err))
+        raise fail(err) from None  # the JSON line above already carries the error
+    if json_mode:
+        output.print_json({**result_json(str(Project.open(project).root), result),
+                           "context": {row["id"]: row["context"] for row in rows}})
+    else:
+        print_result(result)
+        output.out.print(output.context_table(rows))
 
 
 @app.command()
-def assemble(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> None:
-    """Everything stale up to and including film.mp4 (same as render)."""
-    _stage_command(project, "film", json_mode)
+def assemble(
+    project: Optional[Path] = ProjectOpt,
+    subtitles: Optional[bool] = typer.Option(
+        None, "--subtitles/--no-subtitles", help="Write film.srt from the dialogue and mux it as a soft track."),
+    music: Optional[Path] = typer.Option(None, "--music", help="A music bed (a file inside the project)."),
+    no_music: bool = typer.Option(False, "--no-music", help="No music bed, whatever cinema.yaml says."),
+    loudness: Optional[float] = typer.Option(
+        None, "--loudness", min=-70, max=-5, help="Music loudness target, LUFS (EBU R128); default: cinema.yaml's music_loudness."),
+    music_fade: Optional[float] = typer.Option(
+        None, "--music-fade", min=0, max=30, help="Music fade in and out, seconds; default: cinema.yaml's music_fade_seconds."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Everything stale up to and including film.mp4 (same as render), with subtitles
+    and a music bed. The flags override cinema.yaml's `assemble:` settings for this run.
+
+    Example: cinema assemble --subtitles --music music/theme.wav --loudness -18
+    """
+    if music is not None and no_music:
+        raise fail(BadInput("--music and --no-music contradict each other; give one"), json_mode)
+    overrides = {key: value for key, value in dict(
+        subtitles=subtitles, music=str(music.resolve()) if music else None,
+        music_loudness=loudness, music_fade_seconds=music_fade).items() if value is not None}
+    if no_music:
+        overrides["music"] = None
+    _stage_command(project, "film", json_mode, assemble_overrides=overrides)
 
 
 def _stage_command(project: Optional[Path], until: str, json_mode: bool, **kwargs) -> None:
@@ -170,7 +262,7 @@ def _stage_command(project: Optional[Path], until: str, json_mode: bool, **kwarg
     except CinemaError as err:
         if json_mode:
             output.print_json(result_json(str(project or Path.cwd()), None, err))
-        raise fail(err) from None
+        raise fail(err) from None  # the JSON line above already carries the error
     if json_mode:
         output.print_json(result_json(str(Project.open(project).root), result))
     else:
@@ -219,7 +311,7 @@ def status(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> N
     try:
         data = Pipeline(open_project(project)).status().to_json()
     except CinemaError as err:
-        raise fail(err) from None
+        raise fail(err, json_mode) from None
     if json_mode:
         output.print_json(data)
         return
@@ -262,7 +354,7 @@ def shot(
         result = run_stages(proj.root, "film", json_mode, force=[shot_id]) if regen else None
         status = Pipeline(Project.open(proj.root)).status().to_json()
     except CinemaError as err:
-        raise fail(err) from None
+        raise fail(err, json_mode) from None
     row = next(r for r in status["shots"] if r["id"] == shot_id)
     fields = Project.open(proj.root).shot(shot_id).model_dump(mode="json")
     if json_mode:
@@ -301,8 +393,10 @@ def _edit_shot(project: Project, shot_id: str, edits: dict) -> None:
         raise BadInput(f"shot {shot_id}: {problems}") from None
     shots = list(board.shots)
     shots[index] = edited
+    edited_board = type(board)(shots=shots)
+    project.validate_storyboard(edited_board)  # before the lock: bad input writes nothing
     with project.lock():
-        project.write_storyboard(type(board)(shots=shots))
+        project.write_storyboard(edited_board)
 
 
 # ---------------------------------------------------------------- bench
@@ -319,13 +413,62 @@ def bench_render(
     try:
         report = run_render_bench(shots)
     except CinemaError as err:
-        raise fail(err) from None
+        raise fail(err, json_mode) from None
     if json_mode:
         output.print_json(report)
     else:
         for key, value in report.items():
             output.out.print(f"{key:>32}  {value}")
 
+
+@bench_app.command("attention")
+def bench_attention(
+    shots: str = typer.Option("1,2,4,8,13,16", help="Scene sizes to measure, comma-separated."),
+    tokens: Optional[int] = typer.Option(None, help="Tokens per latent frame (default: 1560 on a GPU, 96 on a CPU)."),
+    repeats: int = typer.Option(5, min=1, help="Timed runs per point; the best counts."),
+    threads: int = typer.Option(1, min=0, help="CPU threads for the timings (0: torch's default)."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Sparse inter-shot attention vs full attention: time, peak memory, measured and
+    theoretical speedup, for scenes of 5-latent-frame shots."""
+    from cinema_cli.bench.attention import run_attention_bench
+
+    try:
+        counts = tuple(int(n) for n in shots.split(","))
+        if not counts or min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        raise fail(BadInput(f"--shots {shots!r}: expected positive integers like 1,2,4,8"), json_mode) from None
+    try:
+        report = run_attention_bench(counts, tokens, repeats, threads or None)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json(report)
+        return
+    rows = report.pop("rows")
+    for key, value in report.items():
+        output.out.print(f"{key:>28}  {value}")
+    columns = list(rows[0])
+    output.out.print("  ".join(f"{c:>{max(len(c), 8)}}" for c in columns))
+    for row in rows:
+        output.out.print("  ".join(f"{row[c]!s:>{max(len(c), 8)}}" for c in columns))
+
+
+# board, export, eval cuts: defined beside, on the helpers above.
+from cinema_cli.cli import finishing  # noqa: E402
+
+finishing.register(app, eval_app)
+
+# doctor, bench keyframes: the machine and its models.
+from cinema_cli.cli import machine  # noqa: E402
+
+machine.register(app, bench_app)
+
+# eval retrieval, bench memory: the keyframe memory's commands.
+from cinema_cli.cli import memory as memory_commands  # noqa: E402
+
+memory_commands.register(eval_app, bench_app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -113,3 +113,20 @@ def status_table(status: dict) -> Table:
             "; ".join(row["stale_because"]),
         )
     return table
+
+
+def context_table(rows: list[dict]) -> Table:
+    """Each keyframe's context: the frames it was drawn with, best first, at their sizes."""
+    table = Table(title="context (GoldenMem: each frame 1/φ the side of the one before)")
+    table.add_column("shot")
+    table.add_column("context")
+    for column in ("score", "size (h x w)", "tokens"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        if not row["context"]:
+            table.add_row(row["id"], "-", "", "", "")
+        for i, frame in enumerate(row["context"]):
+            what = frame["shot"] + (f" ({frame['path']})" if "path" in frame else "")  # a reference image
+            table.add_row(row["id"] if i == 0 else "", what, f"{frame['score']:.3f}",
+                          f"{frame['size'][0]} x {frame['size'][1]}", str(frame["tokens"]))
+    return table
