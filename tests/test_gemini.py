@@ -311,12 +311,12 @@ def test_every_problem_is_sent_back_at_once(fake, project):
     fake.queue(reply(bad), reply(VALID))
     cinema(project, "story")
     repair = fake.requests[1].texts[2][1]
-    for needle in ("shots.0.characters.0: character 'Zed' is not in the script (cast: Ana, Ben)",
+    for needle in ("shots.0.characters.0: shot s01: character 'Zed' is not in the script (cast: Ana, Ben)",
                    "shots.1.duration: 30 s is outside the allowed 0.5 to 2 s",
                    "shots: duplicate id s01",
                    "shots.2.caption: caption is empty",
                    "shots.2.camera: unknown camera word 'sideways'",
-                   "shots.1.scene: scene 'moon' is not in the script"):
+                   "shots.1.scene: shot s01: scene 'moon' is not in the script"):
         assert needle in repair, (needle, repair)
     assert shots(project) == expected(VALID)
 

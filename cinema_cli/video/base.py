@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from cinema_cli.project.schema import Framing, Move
+from cinema_cli.project.schema import Framing, Move, RuntimeSettings, Storyboard
 from cinema_cli.registry import Registry
 
 StepProgress = Callable[[int, int], None]
@@ -29,6 +29,35 @@ class ShotRequest:
     width: int
     height: int
     seed: int
+    # How GPU models run (cinema.yaml `runtime:`); previz backends ignore it.
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+
+@dataclass(frozen=True)
+class SceneRequest:
+    """The shots of one scene rendered together, and the scene-wide prompt parts."""
+
+    scene_id: str
+    location: str
+    time_of_day: str
+    description: str
+    style: str
+    cast: tuple[tuple[str, str], ...]  # (name, description) of everyone in the scene's shots
+    shots: tuple[ShotRequest, ...]
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """What a render is about to ask of a backend, for its checks before anything is written."""
+
+    width: int
+    height: int
+    fps: int
+    # Frames of each render call: one entry per shot, or per group for a group backend.
+    frames: tuple[int, ...]
+    runtime: RuntimeSettings
+    # How many shots should flow into the next one (the next shot is `continuous`).
+    continuous: int = 0
 
 
 @dataclass(frozen=True)
@@ -40,10 +69,13 @@ class EncodeSettings:
 
 
 class ShotBackend(Protocol):
+    """Renders one shot. (A `GroupShotBackend` renders groups with `render_group` instead.)"""
+
     name: ClassVar[str]
     version: ClassVar[str]
     Options: ClassVar[type[BaseModel]]
     # True when the backend reads `next_keyframe`; then shot k also depends on keyframe k+1.
+    # (May be set per instance, when it depends on the options.)
     uses_next_keyframe: ClassVar[bool]
 
     def __init__(self, options: BaseModel) -> None: ...
@@ -55,4 +87,41 @@ class ShotBackend(Protocol):
         ...
 
 
-shot_backends: Registry[ShotBackend] = Registry("video", {"animatic": "cinema_cli.video.animatic"})
+# Optional hooks a backend may define; the pipeline uses them when present.
+
+
+@runtime_checkable
+class FrameSnapping(Protocol):
+    def frames_for(self, requested: int) -> int:
+        """The frame count it renders for `requested` (duration x fps), e.g. Wan's 4k+1.
+        The pipeline's frame count of a shot is this, so status, film and probes agree."""
+        ...
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    def preflight(self, plan: RenderPlan) -> list[str]:
+        """Checks before a render writes anything (weights present, memory enough); raises
+        a CinemaError to stop it, returns notices for the user."""
+        ...
+
+
+@runtime_checkable
+class GroupShotBackend(Protocol):
+    """A backend that renders several shots at once (a scene, jointly)."""
+
+    def groups(self, board: Storyboard) -> list[list[str]]:
+        """The shot ids rendered together, in storyboard order; every shot in exactly one."""
+        ...
+
+    def render_group(
+        self, request: SceneRequest, outs: list[Path], encode: EncodeSettings, progress: StepProgress
+    ) -> None:
+        """Write each shot of the group to its path in `outs` (temporary paths)."""
+        ...
+
+
+shot_backends: Registry[ShotBackend] = Registry(
+    "video",
+    {"animatic": "cinema_cli.video.animatic", "wan": "cinema_cli.video.wan", "scene": "cinema_cli.video.scene"},
+)

@@ -1,0 +1,113 @@
+"""Where each shot lies in the token sequences of a jointly denoised scene.
+
+Video tokens are flattened frame-major (frame, row, column), so the latent frames of one
+shot are one contiguous run of tokens; its first latent frame leads the run and is the
+shot's *summary*. The text sequence is the hierarchical prompt: the global part (scene,
+cast, style) first, then each shot's part in shot order.
+
+A `Segment` is one dense attention problem of the sparse pattern: a run of queries and
+the key runs it may see. Every kernel consumes segments, so the pattern is defined once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+Run = tuple[int, int]  # [start, end) in a token sequence
+
+
+@dataclass(frozen=True)
+class Segment:
+    queries: Run
+    keys: tuple[Run, ...]
+
+    @property
+    def key_length(self) -> int:
+        return sum(end - start for start, end in self.keys)
+
+
+@dataclass(frozen=True)
+class ShotLayout:
+    """Shot i owns video tokens [bounds[i], bounds[i+1]); its first `summary[i]` tokens
+    summarise it for the other shots."""
+
+    bounds: tuple[int, ...]
+    summary: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.bounds) != len(self.summary) + 1 or self.bounds[0] != 0:
+            raise ValueError("bounds must start at 0 and have one more entry than summary")
+        for i, size in enumerate(self.summary):
+            if not 0 < size <= self.bounds[i + 1] - self.bounds[i]:
+                raise ValueError(f"shot {i}: summary of {size} tokens does not fit its tokens")
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[int], tokens_per_frame: int, summary_frames: int = 1) -> ShotLayout:
+        """Shots of `frames[i]` latent frames; each summarised by its first frames."""
+        bounds = tuple(accumulate((f * tokens_per_frame for f in frames), initial=0))
+        summary = tuple(min(summary_frames, f) * tokens_per_frame for f in frames)
+        return cls(bounds, summary)
+
+    @property
+    def shots(self) -> int:
+        return len(self.summary)
+
+    @property
+    def length(self) -> int:
+        return self.bounds[-1]
+
+    def run(self, shot: int) -> Run:
+        return self.bounds[shot], self.bounds[shot + 1]
+
+    def self_segments(self) -> list[Segment]:
+        """Sparse inter-shot self-attention: a shot's tokens see all of their own shot and
+        the summaries of the others (their own summary is already inside their shot)."""
+        return [
+            Segment(
+                self.run(i),
+                tuple(
+                    self.run(i) if j == i else (self.bounds[j], self.bounds[j] + self.summary[j])
+                    for j in range(self.shots)
+                ),
+            )
+            for i in range(self.shots)
+        ]
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """The text tokens: [0, global_length) is the global prompt, then shot i's prompt is
+    [shot_bounds[i], shot_bounds[i+1])."""
+
+    global_length: int
+    shot_bounds: tuple[int, ...]
+
+    @classmethod
+    def from_lengths(cls, global_length: int, shot_lengths: Sequence[int]) -> PromptLayout:
+        return cls(global_length, tuple(accumulate(shot_lengths, initial=global_length)))
+
+    @property
+    def length(self) -> int:
+        return self.shot_bounds[-1]
+
+    def window_segments(self, shots: ShotLayout) -> list[Segment]:
+        """Window cross-attention: shot i's video tokens see the global prompt and shot i's."""
+        if len(self.shot_bounds) - 1 != shots.shots:
+            raise ValueError(f"{len(self.shot_bounds) - 1} shot prompts for {shots.shots} shots")
+        return [
+            Segment(shots.run(i), ((0, self.global_length), (self.shot_bounds[i], self.shot_bounds[i + 1])))
+            for i in range(shots.shots)
+        ]
+
+
+def local_segments(segments: Sequence[Segment], start: int, end: int) -> list[Segment]:
+    """The segments restricted to the queries [start, end) that this process holds
+    (context parallelism splits the query sequence), with query runs made local."""
+    local = []
+    for segment in segments:
+        lo, hi = max(segment.queries[0], start), min(segment.queries[1], end)
+        if lo < hi:
+            local.append(Segment((lo - start, hi - start), segment.keys))
+    return local

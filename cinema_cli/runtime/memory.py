@@ -1,0 +1,162 @@
+"""GPU memory: a preflight estimate from a model's configs, and out-of-memory as a message.
+
+The estimate is deliberately simple and errs high: resident weights (which the offload
+profile decides), plus the larger of one transformer block's activations and the VAE's
+decode peak, plus a fixed reserve for the CUDA context and fragmentation. It is computed
+from the model's config files (parameters counted on the meta device, nothing loaded),
+so a profile that cannot fit stops before minutes of loading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinema_cli.errors import BackendError
+from cinema_cli.runtime.profiles import Runtime, leaner_profiles, quantizer_missing
+
+GiB = 1024**3
+RESERVE = GiB * 3 // 4
+# The Wan VAE decodes a causal chunk of 4 frames; its widest full-resolution stage holds
+# about this many feature maps of `base_dim` channels alive at once.
+VAE_FRAMES, VAE_LIVE_MAPS = 4, 4
+TILE_PIXELS = 256 * 256  # diffusers' default VAE tile
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    params: dict[str, int]  # component -> parameter count
+    quantizable: tuple[str, ...]  # components that runtime.quantize applies to
+    hidden: int  # transformer width
+    ffn: int  # transformer feed-forward width
+    layers: int  # transformer blocks
+    vae_channels: int  # VAE base channels
+    vae_frames: int = VAE_FRAMES  # frames the VAE decodes at once (an image VAE: 1)
+
+
+def _bytes_per_param(runtime: Runtime, quantized: bool) -> float:
+    if quantized and runtime.quantize == "int8":
+        return 1.0
+    if quantized and runtime.quantize == "nf4":
+        return 0.56  # 4 bits plus block scales
+    return 4.0 if runtime.dtype == "float32" else 2.0
+
+
+def need_bytes(size: ModelSize, runtime: Runtime, tokens: int, pixels: int) -> int:
+    """Estimated peak GPU memory to denoise `tokens` transformer tokens and decode frames
+    of `pixels` pixels with this profile."""
+    weights = {
+        name: count * _bytes_per_param(runtime, name in size.quantizable) for name, count in size.params.items()
+    }
+    if runtime.offload == "none":
+        resident = sum(weights.values())
+    elif runtime.offload == "model":
+        resident = max(weights.values())
+    else:  # group / sequential: a block or two of the largest model at a time
+        resident = 2 * max(weights.values()) / max(size.layers, 1)
+    act_bytes = 4 if runtime.dtype == "float32" else 2
+    block = tokens * (size.ffn + 6 * size.hidden) * act_bytes
+    decode = min(pixels, TILE_PIXELS) if runtime.vae_tiling else pixels
+    vae = decode * size.vae_frames * VAE_LIVE_MAPS * size.vae_channels * act_bytes
+    return int(resident + max(block, vae) + RESERVE)
+
+
+def check_fits(size: ModelSize, runtime: Runtime, tokens: int, pixels: int, free: int, who: str) -> None:
+    """Stop before loading when the profile will not fit in `free` bytes; name one that would."""
+    need = need_bytes(size, runtime, tokens, pixels)
+    if need <= free:
+        return
+    have = f"{who}: needs about {need / GiB:.1f} GiB of GPU memory with runtime {runtime.settings()}, " \
+           f"and {free / GiB:.1f} GiB is free"
+    for profile in leaner_profiles(runtime):
+        lean = need_bytes(size, profile, tokens, pixels)
+        if lean <= free:
+            package = quantizer_missing(profile.quantize)
+            extra = f" (pip install {package})" if package else ""
+            raise BackendError(
+                f"{have}; set runtime: {profile.settings()} in cinema.yaml{extra}, which needs about "
+                f"{lean / GiB:.1f} GiB"
+            )
+    raise BackendError(
+        f"{have}; even the leanest runtime profile does not fit. Lower the resolution or the shot "
+        "lengths, or use a smaller model"
+    )
+
+
+def free_gpu_bytes() -> int:
+    import torch
+
+    return torch.cuda.mem_get_info()[0]
+
+
+def model_size(folder: Path) -> ModelSize:
+    """Parameter counts and transformer shape of a diffusers pipeline folder, from its
+    config files only: every component is instantiated on the meta device."""
+    import torch
+
+    from cinema_cli.runtime.torch_compat import prepare_torch
+
+    prepare_torch()
+    import diffusers
+    import transformers
+
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    params: dict[str, int] = {}
+    shape: dict = {}
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or entry[0] not in ("diffusers", "transformers"):
+            continue
+        config_path = folder / name / "config.json"
+        if not config_path.is_file():
+            continue
+        library, class_name = entry
+        cls = getattr(diffusers if library == "diffusers" else transformers, class_name)
+        with torch.device("meta"):
+            if library == "diffusers":
+                config = cls.load_config(folder / name)
+                model = cls.from_config(config)
+            else:
+                config = transformers.AutoConfig.from_pretrained(folder / name)
+                model = cls(config)
+        params[name] = sum(p.numel() for p in model.parameters())
+        if name == "transformer":
+            hidden = config["num_attention_heads"] * config["attention_head_dim"]
+            shape = {
+                "hidden": hidden,
+                # FLUX.2 gives its feed-forward width as a ratio, and has single-stream blocks too.
+                "ffn": config.get("ffn_dim") or int(hidden * config.get("mlp_ratio", 4.0)),
+                "layers": config["num_layers"] + config.get("num_single_layers", 0),
+            }
+        elif name == "vae":
+            shape["vae_channels"] = (config.get("decoder_base_dim") or config.get("base_dim")
+                                     or config["block_out_channels"][0])
+    return ModelSize(
+        params=params,
+        quantizable=tuple(n for n in params if n.startswith(("transformer", "text_encoder"))),
+        hidden=shape.get("hidden", 0),
+        ffn=shape.get("ffn", 0),
+        layers=shape.get("layers", 1),
+        vae_channels=shape.get("vae_channels", 0),
+    )
+
+
+@contextlib.contextmanager
+def out_of_memory_is_a_message(runtime: Runtime, who: str, what: str) -> Iterator[None]:
+    """Turn CUDA out-of-memory into a message naming a leaner profile. The artifact in
+    flight is never published, so the project stays as it was before it."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        leaner = leaner_profiles(runtime)
+        hint = f"try runtime: {leaner[0].settings()} in cinema.yaml" if leaner else \
+            "lower the resolution or the shot lengths, or use a smaller model"
+        raise BackendError(
+            f"{who}: out of GPU memory while rendering {what} with runtime {runtime.settings()}; {hint}. "
+            "What is already rendered is kept, and `cinema render` goes on from here"
+        ) from None

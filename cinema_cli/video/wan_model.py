@@ -1,0 +1,173 @@
+"""What the `wan` and `scene` backends share: their common options, Wan's 4k+1 frame rule,
+loading the pipeline (tiny or pretrained) under the runtime profile with its checks, and
+anchoring a shot's first frame to its keyframe.
+
+torch and diffusers are imported inside the functions: choosing a backend, validating its
+options or reading `cinema status` must not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from cinema_cli.assemble.ffmpeg import VideoWriter
+from cinema_cli.errors import BackendError, BadInput
+from cinema_cli.project.schema import RuntimeSettings
+from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
+from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+from cinema_cli.runtime.profiles import Runtime, resolve_runtime
+from cinema_cli.runtime.tiny import TINY, build_tiny
+from cinema_cli.video.base import EncodeSettings, RenderPlan
+
+# Wan's VAE: a latent frame holds 4 video frames, after a first latent of the first frame alone.
+TEMPORAL = 4
+
+
+class WanOptions(BaseModel, extra="forbid"):
+    # A Hugging Face id, a local folder with a diffusers Wan pipeline, or `tiny` (random
+    # weights, offline; for tests). Empty: the mode's default model.
+    model: str | None = None
+    steps: int = Field(40, ge=1, le=200)  # denoising steps
+    guidance: float = Field(5.0, ge=1.0, le=20.0)  # classifier-free guidance; 1 = off (twice as fast)
+    negative_prompt: str = ""
+
+
+def snap_frames(requested: int) -> int:
+    """The nearest Wan frame count 4k+1 (k >= 1) to `requested`."""
+    return TEMPORAL * max(1, round((requested - 1) / TEMPORAL)) + 1
+
+
+def latent_frames(frames: int) -> int:
+    return (frames - 1) // TEMPORAL + 1
+
+
+def prompt_text(caption: str) -> str:
+    """A caption as the model reads it: the <Name> tags become plain names."""
+    return re.sub(r"<([^<>]+)>", r"\1", caption)
+
+
+def read_image(path: Path, width: int, height: int, who: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except OSError as err:
+        raise BackendError(f"{who}: cannot read keyframe {path}: {err}") from err
+    return image if image.size == (width, height) else image.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def write_video(frames: np.ndarray, out: Path, fps: int, encode: EncodeSettings, expected: int, who: str) -> None:
+    """Frames in [0, 1], (frames, height, width, 3), streamed into the shot's MP4."""
+    count, height, width = frames.shape[:3]
+    if count != expected:
+        raise BackendError(f"{who}: the model returned {count} frames, {expected} were asked for")
+    with VideoWriter(out, width, height, fps, encode) as writer:
+        for frame in frames:
+            writer.write((np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+class WanModel:
+    """The Wan pipeline a backend renders with, loaded once and kept for the run."""
+
+    def __init__(self, who: str, model: str, kind: str, on_load: Callable[[object], None] | None = None):
+        self.who = who  # the backend's name, for messages
+        self.model = model
+        self.kind = kind  # the tiny preset's conditioning: i2v | ti2v
+        self.on_load = on_load  # what the backend does to a freshly loaded pipeline
+        self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
+
+    def preflight(self, plan: RenderPlan) -> list[str]:
+        """Before anything is written: a runtime this machine can run, weights present,
+        a frame size the model can make, and (on CUDA) enough free memory."""
+        runtime, notices = resolve_runtime(plan.runtime, self.who)
+        if self.model == TINY:
+            if runtime.quantize != "none":
+                notices.append(
+                    f"{self.who}: the tiny preset is not quantized (runtime.quantize applies to pretrained weights)"
+                )
+            self._check_size(plan, 16)
+            return notices
+        folder = local_folder(self.model)
+        if folder is None:
+            if hub_offline():
+                raise missing_weights(self.model, self.who)
+            notices.append(f"{self.who}: {self.model} is not in the local cache; it is downloaded on first use")
+            return notices
+        multiple = _spatial_multiple(folder)
+        self._check_size(plan, multiple)
+        if runtime.device == "cuda":
+            size = model_size(folder)
+            tokens = max(latent_frames(f) for f in plan.frames) * (plan.height // multiple) * (plan.width // multiple)
+            check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.who)
+        return notices
+
+    def _check_size(self, plan: RenderPlan, multiple: int) -> None:
+        if plan.width % multiple or plan.height % multiple:
+            fit = f"{plan.width // multiple * multiple}x{plan.height // multiple * multiple}"
+            raise BadInput(
+                f"cinema.yaml: resolution: {plan.width}x{plan.height} cannot be made by {self.model}, "
+                f"whose frames are multiples of {multiple} pixels a side; use e.g. {fit}"
+            )
+
+    def pipeline(self, settings: RuntimeSettings) -> tuple[object, Runtime]:
+        """The loaded pipeline and the runtime it runs with (loaded on first use)."""
+        if self._loaded is None or self._loaded[0] != settings:
+            runtime, _ = resolve_runtime(settings, self.who)
+            if self.model == TINY:
+                from cinema_cli.runtime.loading import apply_profile
+
+                pipe = build_tiny("wan", kind=self.kind)
+                if runtime.dtype != "float32":  # built in float32
+                    pipe.to(dtype=runtime.torch_dtype)
+                apply_profile(pipe, runtime)
+            else:
+                from cinema_cli.runtime.torch_compat import prepare_torch
+
+                prepare_torch()
+                from diffusers import WanImageToVideoPipeline
+
+                pipe = load_pretrained(WanImageToVideoPipeline, self.model, runtime, self.who)
+            if self.on_load is not None:
+                self.on_load(pipe)
+            self._loaded = (settings, runtime, pipe)
+        return self._loaded[2], self._loaded[1]
+
+
+def _spatial_multiple(folder: Path) -> int:
+    """The pixel multiple a pipeline's frames must be: the VAE's spatial factor x the
+    transformer's patch (16 for Wan2.1, 32 for Wan2.2 TI2V)."""
+    vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+    transformer = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+    spatial = vae.get("scale_factor_spatial") or 8
+    return spatial * transformer.get("patch_size", [1, 2, 2])[1]
+
+
+# ---------------------------------------------------------------- first-frame anchoring
+
+
+def clean_first_latent(pipe, image) -> "torch.Tensor":  # noqa: F821
+    """The normalised VAE latent of the keyframe alone: what the first latent frame of a
+    video starting on it is (Wan's VAE is causal, so frame 0 is encoded by itself)."""
+    import torch
+    from diffusers.pipelines.wan.pipeline_wan_i2v import retrieve_latents
+
+    vae = pipe.vae
+    pixels = image.unsqueeze(2).to(device=pipe._execution_device, dtype=vae.dtype)
+    latent = retrieve_latents(vae.encode(pixels), sample_mode="argmax").to(torch.float32)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latent)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latent)
+    return (latent - mean) / std
+
+
+def anchor(latents, frame: int, clean, noise, sigma: float):
+    """Put latent frame `frame` where the flow-matching path from `noise` to `clean` is at
+    `sigma`: the known first frame is replaced at the current noise level after every
+    step, so it is exactly the keyframe's latent when sigma reaches 0."""
+    latents[:, :, frame:frame + 1] = (1.0 - sigma) * clean + sigma * noise
+    return latents
