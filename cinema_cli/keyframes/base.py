@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from PIL import Image
 from pydantic import BaseModel
 
-from cinema_cli.project.schema import Framing, Move
+from cinema_cli.project.schema import Framing, Move, RuntimeSettings
 from cinema_cli.registry import Registry
 
 # (steps done, steps total) for a progress bar inside one keyframe.
@@ -50,6 +50,17 @@ class KeyframeRequest:
     height: int
     seed: int
     context: tuple[ContextFrame, ...] = field(default_factory=tuple)
+    # How GPU models run (cinema.yaml `runtime:`); previz backends ignore it.
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+
+
+@dataclass(frozen=True)
+class KeyframePlan:
+    """What a plan is about to ask of a backend, for its checks before anything is written."""
+
+    width: int
+    height: int
+    runtime: RuntimeSettings
 
 
 class KeyframeBackend(Protocol):
@@ -63,6 +74,14 @@ class KeyframeBackend(Protocol):
     def render(self, request: KeyframeRequest, progress: StepProgress) -> Image.Image: ...
 
 
+@runtime_checkable
+class KeyframePreflight(Protocol):
+    """An optional hook: checks before a plan writes anything (weights present, memory
+    enough); raises a CinemaError to stop it, returns notices for the user."""
+
+    def preflight(self, plan: KeyframePlan) -> list[str]: ...
+
+
 keyframe_backends: Registry[KeyframeBackend] = Registry(
-    "keyframes", {"sketch": "cinema_cli.keyframes.sketch"}
+    "keyframes", {"sketch": "cinema_cli.keyframes.sketch", "flux2": "cinema_cli.keyframes.flux2"}
 )
