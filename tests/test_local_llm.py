@@ -26,9 +26,7 @@ from cinema_cli.story.local import LocalOptions, LocalStoryboarder
 # Before transformers: see cinema_cli/runtime/torch_compat.py.
 prepare_torch()
 
-import tokenizers  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
 
 SCRIPT = """\

@@ -11,7 +11,6 @@ import torch
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
 from cinema_cli.runtime.backends import resolve_backend
-from cinema_cli.runtime.loading import apply_profile
 from cinema_cli.runtime.memory import GiB, ModelSize, check_fits, model_size, need_bytes
 from cinema_cli.runtime.profiles import Runtime, leaner_profiles, resolve_runtime
 from cinema_cli.runtime.tiny import build_tiny

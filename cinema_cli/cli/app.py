@@ -5,7 +5,6 @@ Exit codes: 0 ok, 1 failure (ffmpeg, backend, lock held), 2 bad input or usage.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,9 +12,19 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cinema_cli.cli import output
+from cinema_cli.cli import finishing, machine, output
+from cinema_cli.cli import memory as memory_commands
+from cinema_cli.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    fail,
+    open_project,
+    print_result,
+    result_json,
+    run_stages,
+)
 from cinema_cli.errors import BadInput, CinemaError
-from cinema_cli.pipeline import Pipeline, RenderResult
+from cinema_cli.pipeline import Pipeline
 from cinema_cli.project.create import create_project, examples
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import Shot, caption_tags
@@ -34,10 +43,6 @@ app.add_typer(bench_app, name="bench")
 eval_app = typer.Typer(help="Measure quality: cut accuracy, retrieval recall.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
-ProjectOpt = typer.Option(None, "-p", "--project", help="Project folder (default: found from the current folder).")
-JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of tables.")
-
-
 def main() -> None:
     try:
         app()
@@ -46,79 +51,6 @@ def main() -> None:
         # flight was never published, so the project stays consistent.
         output.error(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
         sys.exit(1)
-
-
-@contextlib.contextmanager
-def reporting(json_mode: bool):
-    """The progress reporter for this terminal: bars on a TTY, plain lines otherwise."""
-    if output.err.is_terminal and not json_mode:
-        with output.RichReporter() as reporter:
-            yield reporter
-    else:
-        yield output.PlainReporter()
-
-
-def fail(err: CinemaError, json_mode: bool = False) -> typer.Exit:
-    """Report `err` (also as a JSON object on stdout for scripts) and exit with its code."""
-    output.error(str(err))
-    if json_mode:
-        output.print_json({"ok": False, "error": str(err), "exit_code": err.exit_code})
-    return typer.Exit(err.exit_code)
-
-
-def open_project(path: Optional[Path]) -> Project:
-    return Project.open(path)
-
-
-def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, force=(), force_story=False,
-               story_backend: Optional[str] = None, assemble_overrides: Optional[dict] = None) -> RenderResult:
-    """Validate, lock, and run the stages up to `until`; the shared body of story, plan,
-    render, assemble and shot --regen."""
-    project = open_project(project_dir)
-    with reporting(json_mode) as reporter:
-        # Every project file is validated before the lock (or anything else) is written.
-        pipeline = Pipeline(project, reporter, story_backend, assemble_overrides=assemble_overrides)
-        pipeline.check_storyboard(force_story=force_story)
-        shown = len(pipeline.notices)
-        for message in pipeline.notices:
-            reporter.notice(message)
-        with project.lock():
-            result = pipeline.run(until=until, force=force, force_story=force_story)
-        for message in result.notices[shown:]:
-            reporter.notice(message)
-    return result
-
-
-def result_json(project: str, result: RenderResult | None, error: CinemaError | None = None) -> dict:
-    data = {"project": project, "ok": error is None}
-    if result is not None:
-        r = result.rebuilt
-        data.update(
-            seconds=round(result.seconds, 3),
-            rebuilt={"story": r.story, "keyframes": r.keyframes, "shots": r.shots, "film": r.film},
-            film=str(result.film) if result.film else None,
-            notices=result.notices,
-        )
-    if error is not None:
-        data.update(error=str(error), exit_code=error.exit_code)
-    return data
-
-
-def print_result(result: RenderResult) -> None:
-    r = result.rebuilt
-    parts = []
-    if r.story:
-        parts.append("storyboard")
-    if r.keyframes:
-        parts.append(f"{len(r.keyframes)} keyframe(s) ({', '.join(r.keyframes)})")
-    if r.shots:
-        parts.append(f"{len(r.shots)} shot(s) ({', '.join(r.shots)})")
-    if r.film:
-        parts.append("film")
-    built = ", ".join(parts) if parts else "nothing (everything is up to date)"
-    output.out.print(f"rebuilt {built} in {result.seconds:.1f}s", markup=False)
-    if result.film and r.film:
-        output.out.print(f"film: {result.film}")
 
 
 # ---------------------------------------------------------------- commands
@@ -455,20 +387,9 @@ def bench_attention(
         output.out.print("  ".join(f"{row[c]!s:>{max(len(c), 8)}}" for c in columns))
 
 
-# board, export, eval cuts: defined beside, on the helpers above.
-from cinema_cli.cli import finishing  # noqa: E402
-
-finishing.register(app, eval_app)
-
-# doctor, bench keyframes: the machine and its models.
-from cinema_cli.cli import machine  # noqa: E402
-
-machine.register(app, bench_app)
-
-# eval retrieval, bench memory: the keyframe memory's commands.
-from cinema_cli.cli import memory as memory_commands  # noqa: E402
-
-memory_commands.register(eval_app, bench_app)
+finishing.register(app, eval_app)  # board, export, eval cuts
+machine.register(app, bench_app)  # doctor, bench keyframes
+memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,6 +1,5 @@
 """Finishing and review commands: `cinema board`, `cinema export`, `cinema eval cuts`.
-Thin, like the rest of the CLI: parse, call the library, print. app.py imports this
-module at its end, once the shared options and helpers below are defined there."""
+Thin, like the rest of the CLI: parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from typing import Optional
 import typer
 
 from cinema_cli.cli import output
-from cinema_cli.cli.app import JsonOpt, ProjectOpt, fail, open_project
+from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail, open_project
 from cinema_cli.errors import CinemaError
 from cinema_cli.pipeline import DONE, Pipeline
 

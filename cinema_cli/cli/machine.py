@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from cinema_cli.cli import output
-from cinema_cli.cli.app import JsonOpt, ProjectOpt, fail
+from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail
 from cinema_cli.errors import BadInput, CinemaError, NotAProject
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import CinemaConfig

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from cinema_cli.cli import output
-from cinema_cli.cli.app import JsonOpt, ProjectOpt, fail, open_project
+from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail, open_project
 from cinema_cli.errors import BadInput, CinemaError
 
 
