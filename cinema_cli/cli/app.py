@@ -267,7 +267,7 @@ def shot(
     duration: Optional[float] = typer.Option(None, help="New duration in seconds."),
     seed: Optional[int] = typer.Option(None, help="New seed."),
     transition: Optional[str] = typer.Option(None, help="How it joins the shot before: cut | crossfade | continuous."),
-    regen: bool = typer.Option(False, "--regen", help="Redo this shot's keyframe and video now, then the film."),
+    regen: bool = typer.Option(False, "--regen", help="Redo this shot's keyframe and video now (and the film, if they came out different)."),
     project: Optional[Path] = ProjectOpt,
     json_mode: bool = JsonOpt,
 ) -> None:
