@@ -45,31 +45,16 @@ _SAMPLE_RATE = re.compile(r"^(\d+) Hz$")
 def probe(path: Path) -> VideoInfo:
     """Codec, pixel format, size, frame rate, exact frame count, duration, audio presence."""
     path = Path(path)
-    if not path.is_file():
-        raise CinemaError(f"cannot probe {path}: no such file")
-    stderr = run_ffmpeg(
-        [
-            "-i", str(path), "-map", "0:v:0",
-            # passthrough: count the frames the file has, not a constant-rate resampling.
-            "-fps_mode", "passthrough", "-f", "null",
-            # -progress writes machine-readable "frame=N" lines; the last one is final.
-            "-nostats", "-progress", "pipe:2", "-",
-        ],
-        f"probing {path.name}",
-    )
-    # Only the input's description: the output section repeats "Stream #0:0: Video".
-    header = stderr.split("Stream mapping:", 1)[0]
-    streams = _STREAM.findall(header)
+    # passthrough: count the frames the file has, not a constant-rate resampling.
+    stderr, header, streams = _decode(path, ["-map", "0:v:0", "-fps_mode", "passthrough"])
     video = next((desc for kind, desc in streams if kind == "Video"), None)
     counts = _FRAMES.findall(stderr)
     if video is None or not counts:
         raise CinemaError(f"{path} is not a readable video (ffmpeg found no video stream)")
 
     # "h264 (High) (avc1 / 0x31637661), yuv420p(tv, bt709, progressive), 160x96 [SAR 1:1
-    # DAR 5:3], 11 kb/s, 12 fps, ...": drop the parenthesised notes, then split fields.
-    while _PARENS.search(video):
-        video = _PARENS.sub("", video)
-    fields = [field.strip() for field in video.split(",")]
+    # DAR 5:3], 11 kb/s, 12 fps, ...": fields without their parenthesised notes.
+    fields = _fields(video)
     codec = fields[0].split()[0]
     pix_fmt = fields[1].split()[0] if len(fields) > 1 else ""
     width = height = 0
@@ -104,20 +89,12 @@ def probe_audio(path: Path) -> AudioInfo:
     """The first audio stream of any file: codec, sample rate, channel layout, and its
     exact duration (decoded to the end)."""
     path = Path(path)
-    if not path.is_file():
-        raise CinemaError(f"cannot probe {path}: no such file")
-    stderr = run_ffmpeg(
-        ["-i", str(path), "-map", "0:a:0?", "-f", "null", "-nostats", "-progress", "pipe:2", "-"],
-        f"probing {path.name}",
-    )
-    header = stderr.split("Stream mapping:", 1)[0]
-    audio = next((desc for kind, desc in _STREAM.findall(header) if kind == "Audio"), None)
+    stderr, _, streams = _decode(path, ["-map", "0:a:0?"])
+    audio = next((desc for kind, desc in streams if kind == "Audio"), None)
     times = _OUT_TIME.findall(stderr)
     if audio is None or not times:
         raise CinemaError(f"{path} has no readable audio (ffmpeg found no audio stream)")
-    while _PARENS.search(audio):
-        audio = _PARENS.sub("", audio)
-    fields = [field.strip() for field in audio.split(",")]
+    fields = _fields(audio)
     rate = next((int(m[1]) for f in fields if (m := _SAMPLE_RATE.match(f))), 0)
     return AudioInfo(
         codec=fields[0].split()[0],
@@ -125,3 +102,25 @@ def probe_audio(path: Path) -> AudioInfo:
         channels=fields[2] if len(fields) > 2 else "",
         duration=int(times[-1]) / 1e6,
     )
+
+
+def _decode(path: Path, map_args: list[str]) -> tuple[str, str, list[tuple[str, str]]]:
+    """Decode the mapped stream to nowhere: ffmpeg's stderr, the input's header, and its
+    (kind, description) streams. -progress writes machine-readable "frame=N" and
+    "out_time_us=N" lines; the last of each is final."""
+    if not path.is_file():
+        raise CinemaError(f"cannot probe {path}: no such file")
+    stderr = run_ffmpeg(
+        ["-i", str(path), *map_args, "-f", "null", "-nostats", "-progress", "pipe:2", "-"],
+        f"probing {path.name}",
+    )
+    # Only the input's description: the output section repeats "Stream #0:0: Video".
+    header = stderr.split("Stream mapping:", 1)[0]
+    return stderr, header, _STREAM.findall(header)
+
+
+def _fields(description: str) -> list[str]:
+    """A stream description's comma-separated fields, parenthesised notes removed."""
+    while _PARENS.search(description):
+        description = _PARENS.sub("", description)
+    return [field.strip() for field in description.split(",")]

@@ -18,10 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cinema_cli.errors import BadInput, ProjectFileError
-from cinema_cli.keyframes.base import (
-    KeyframePreflight,
-    keyframe_backends,
-)
+from cinema_cli.keyframes.base import KeyframePreflight, keyframe_backends
 from cinema_cli.memory.planner import MemoryPlanner
 from cinema_cli.pipeline.film import FilmStage, override_assemble
 from cinema_cli.pipeline.keyframes import KeyframeStage
@@ -46,12 +43,7 @@ from cinema_cli.project.schema import Storyboard, StorySettings
 from cinema_cli.project.yamlio import line_of, load_yaml, validation_error
 from cinema_cli.runtime.backends import resolve_backend
 from cinema_cli.story.base import storyboarders
-from cinema_cli.video.base import (
-    EncodeSettings,
-    GroupShotBackend,
-    Preflight,
-    shot_backends,
-)
+from cinema_cli.video.base import EncodeSettings, GroupShotBackend, Preflight, shot_backends
 
 
 class Pipeline(StoryStage, KeyframeStage, ShotStage, FilmStage):
@@ -136,10 +128,14 @@ class Pipeline(StoryStage, KeyframeStage, ShotStage, FilmStage):
         self.check_storyboard(force_story=force_story)  # bad input is refused before any write
         if until == "film":
             self._check_music()
-        if until != "story" and isinstance(self.keyframe_backend, KeyframePreflight):
-            self._preflight_keyframes(force)
-        if until in ("shots", "film") and isinstance(self.shot_backend, Preflight):
-            self._preflight_shots(force)
+        check_keyframes = until != "story" and isinstance(self.keyframe_backend, KeyframePreflight)
+        check_shots = until in ("shots", "film") and isinstance(self.shot_backend, Preflight)
+        if check_keyframes or check_shots:
+            status = self.status()  # once: each check asks whether its stage has work
+            if check_keyframes:
+                self._preflight_keyframes(status, force)
+            if check_shots:
+                self._preflight_shots(status, force)
         self.project.clear_tmp()
         rebuilt.story = self.write_story(force=force_story)
         board = self.project.storyboard

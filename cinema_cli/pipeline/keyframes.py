@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 
-
-from cinema_cli.keyframes.base import (
-    CharacterLook,
-    ContextFrame,
-    KeyframeRequest,
-)
-from cinema_cli.pipeline.state import DONE, STALE, ArtifactState
+from cinema_cli.keyframes.base import CharacterLook, ContextFrame, KeyframePlan, KeyframeRequest
+from cinema_cli.pipeline.state import DONE, STALE, ArtifactState, ProjectStatus
 from cinema_cli.project.files import atomic_output, atomic_write_text
 from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import Shot
@@ -81,20 +76,16 @@ class KeyframeStage:
             scene_id=shot.scene,
             caption=shot.caption,
             characters=tuple(
-                CharacterLook(
-                    name,
-                    (self.script.character(name).description if self.script.character(name) else ""),
-                    self.project.character_reference_paths(name),
-                )
-                for name in shot.characters
+                CharacterLook(name, cast.description if cast else "", self.project.character_reference_paths(name))
+                for name, cast in ((n, self.script.character(n)) for n in shot.characters)
             ),
             framing=shot.framing,
             move=shot.move,
             location=scene.location,
             time_of_day=scene.time,
             style=self.script.style,
-            width=self.config.resolution.width,
-            height=self.config.resolution.height,
+            width=width,
+            height=height,
             seed=shot.seed,
             context=context,
             runtime=self.config.runtime,
@@ -112,7 +103,7 @@ class KeyframeStage:
             "backend": self.keyframe_backend.name,
             "backend_version": self.keyframe_backend.version,
             "seed": shot.seed,
-            "size": [self.config.resolution.height, self.config.resolution.width],
+            "size": [height, width],
             "context": [{k: v for k, v in e.items() if k != "output"} for e in recipe["context"]],
         }
         atomic_write_text(
@@ -129,3 +120,11 @@ class KeyframeStage:
         if frame.shot.startswith("@"):  # a reference image: which one of the character's
             entry["path"] = frame.path.relative_to(self.project.root).as_posix()
         return entry
+
+    def _preflight_keyframes(self, status: ProjectStatus, force: set[str]) -> None:
+        """The keyframe backend's own checks (weights present, memory enough) before anything
+        is written, when the keyframe stage may have work."""
+        if status.story.state == DONE and not force and all(r.keyframe.state == DONE for r in status.shots):
+            return
+        plan = KeyframePlan(self.config.resolution.width, self.config.resolution.height, self.config.runtime)
+        self.notices.extend(self.keyframe_backend.preflight(plan))

@@ -6,11 +6,7 @@ import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
-
-from cinema_cli.keyframes.base import (
-    KeyframePlan,
-)
-from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState
+from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, ProjectStatus
 from cinema_cli.project.files import atomic_output
 from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import Shot, Storyboard
@@ -160,19 +156,9 @@ class ShotStage:
         for shot, path, recipe in zip(group, paths, recipes):
             self.manifest.put("shots", shot.id, Record(recipe, self.hasher(path) or ""))
 
-    def _preflight_keyframes(self, force: set[str]) -> None:
-        """The keyframe backend's own checks (weights present, memory enough) before anything
-        is written, when the keyframe stage may have work."""
-        status = self.status()
-        if status.story.state == DONE and not force and all(r.keyframe.state == DONE for r in status.shots):
-            return
-        plan = KeyframePlan(self.config.resolution.width, self.config.resolution.height, self.config.runtime)
-        self.notices.extend(self.keyframe_backend.preflight(plan))
-
-    def _preflight_shots(self, force: set[str]) -> None:
+    def _preflight_shots(self, status: ProjectStatus, force: set[str]) -> None:
         """The shot backend's own checks (weights present, memory enough) before anything is
         written, when the shot stage may have work."""
-        status = self.status()
         current = status.story.state == DONE and all(
             r.keyframe.state == DONE and r.shot.state == DONE for r in status.shots
         )

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-
 DONE, STALE, MISSING = "done", "stale", "missing"
 
 

@@ -40,9 +40,6 @@ class GeminiStoryboarder(LLMStoryboarder):
     Options = GeminiOptions
     who = "Gemini"
 
-    def __init__(self, options: GeminiOptions) -> None:
-        self.options = options
-
     @cached_property
     def transport(self) -> GeminiTransport:
         # google-genai takes a second to import: load it only when a request is made.

@@ -40,6 +40,9 @@ class LLMStoryboarder:
     who: ClassVar[str]
     options: LLMOptions
 
+    def __init__(self, options: LLMOptions) -> None:
+        self.options = options
+
     def chat(self, turns: Sequence[Turn], schema: dict, runtime: RuntimeSettings) -> str:
         raise NotImplementedError
 

@@ -40,7 +40,7 @@ class LocalStoryboarder(LLMStoryboarder):
     who = "the local model"
 
     def __init__(self, options: LocalOptions) -> None:
-        self.options = options
+        super().__init__(options)
         self._loaded: tuple[Any, Any] | None = None
 
     def chat(self, turns: Sequence[Turn], schema: dict, runtime: RuntimeSettings) -> str:
