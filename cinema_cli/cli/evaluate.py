@@ -1,0 +1,126 @@
+"""Quality metrics: `cinema eval text | consistency | aesthetic | judge | stress | report`.
+Thin: parse, call cinema_cli.eval, print a table (or JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from cinema_cli.cli import output
+from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail
+from cinema_cli.errors import BadInput, CinemaError
+
+FolderOpt = typer.Option(None, "--folder", help="Measure a folder of videos (or keyframe images) instead of a project.")
+CaptionsOpt = typer.Option(None, "--captions", help="YAML captions of the --folder's files (see `cinema eval --help`).")
+AgainstOpt = typer.Option(None, "--against", help="A second project (or folder) to compare with: deltas are this - OTHER.")
+FramesOpt = typer.Option(8, "--frames", min=1, max=64, help="Frames sampled from each shot's video.")
+ClipModelOpt = typer.Option(None, "--clip-model", help="open_clip model (default: the project's memory CLIP, else ViT-L-14).")
+ClipWeightsOpt = typer.Option(None, "--clip-weights", help="Its pretrained tag, a local file, or `random` (plumbing tests).")
+DinoOpt = typer.Option(None, "--dino", help="DINO-class ViT, Hub id or local folder (default facebook/dinov2-base).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+
+
+def _models(clip_model, clip_weights, device, dino=None, aesthetic=None, faces=None, judge=None):
+    from cinema_cli.eval.features import DEFAULT_DINO
+    from cinema_cli.eval.runner import Models
+
+    return Models(clip_model, clip_weights, dino or DEFAULT_DINO, aesthetic, device, faces, judge or {})
+
+
+def _run(name: str, keys: list[str], project, folder, captions, against, frames, models, json_mode) -> dict:
+    from cinema_cli.eval.runner import Source, run_metric
+
+    try:
+        result = run_metric(name, Source(project, folder, captions), models, frames=frames, against=against)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    for message in result.get("notices", []):
+        output.notice(message)
+    if json_mode:
+        output.print_json({"ok": True, **result})
+    else:
+        print_result(result, keys)
+    return result
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_result(result: dict, keys: list[str]) -> None:
+    table = Table(title=f"{result['metric']}: {result['film']}")
+    for column in ("shot", "scene", *keys):
+        table.add_column(column, justify="left" if column in ("shot", "scene") else "right")
+    for row in result["shots"]:
+        table.add_row(row["id"], row["scene"], *(_cell(row.get(k)) for k in keys))
+    output.out.print(table)
+    for key, value in result["summary"].items():
+        output.out.print(f"{key}: {_cell(value)}", markup=False)
+    against = result.get("against")
+    if against:
+        output.out.print(f"against {against['film']} (delta = this - other):", markup=False)
+        for key, row in against["summary"].items():
+            output.out.print(f"  {key}: {_cell(row['this'])} vs {_cell(row['against'])}  delta {_cell(row['delta'])}",
+                             markup=False)
+
+
+def eval_text(project: Optional[Path] = ProjectOpt, folder: Optional[Path] = FolderOpt,
+              captions: Optional[Path] = CaptionsOpt, against: Optional[Path] = AgainstOpt,
+              frames: int = FramesOpt, clip_model: Optional[str] = ClipModelOpt,
+              clip_weights: Optional[str] = ClipWeightsOpt, device: str = DeviceOpt,
+              json_mode: bool = JsonOpt) -> None:
+    """Semantic consistency (HoloCine): CLIP similarity of each shot's frames to its
+    caption (shot), its scene's prompt (scene) and the film's prompt (global).
+
+    Examples: cinema eval text | cinema eval text --folder takes/ --captions captions.yaml --json
+    """
+    from cinema_cli.eval.text import KEYS
+
+    _run("text", KEYS, project, folder, captions, against, frames,
+         _models(clip_model, clip_weights, device), json_mode)
+
+
+def eval_consistency(project: Optional[Path] = ProjectOpt, folder: Optional[Path] = FolderOpt,
+                     captions: Optional[Path] = CaptionsOpt, against: Optional[Path] = AgainstOpt,
+                     frames: int = FramesOpt, clip_model: Optional[str] = ClipModelOpt,
+                     clip_weights: Optional[str] = ClipWeightsOpt, dino: Optional[str] = DinoOpt,
+                     faces: Optional[Path] = typer.Option(
+                         None, "--faces", help="OpenCV YuNet face detector (.onnx) to compare characters on faces."),
+                     device: str = DeviceOpt, json_mode: bool = JsonOpt) -> None:
+    """Inter-shot consistency of each character (on faces when found, else whole frames)
+    and location, and intra-shot subject (DINO) and background (CLIP) consistency (VBench).
+
+    Example: cinema eval consistency --against ../heist-v1
+    """
+    from cinema_cli.eval.consistency import KEYS
+
+    _run("consistency", [*KEYS, "on"], project, folder, captions, against, frames,
+         _models(clip_model, clip_weights, device, dino, faces=faces), json_mode)
+
+
+def eval_aesthetic(weights: Optional[str] = typer.Option(
+                       None, "--aesthetic", help="LAION aesthetic predictor weights: a file, or ORG/REPO/FILE in the HF cache."),
+                   project: Optional[Path] = ProjectOpt, folder: Optional[Path] = FolderOpt,
+                   captions: Optional[Path] = CaptionsOpt, against: Optional[Path] = AgainstOpt,
+                   frames: int = FramesOpt, clip_model: Optional[str] = ClipModelOpt,
+                   clip_weights: Optional[str] = ClipWeightsOpt, device: str = DeviceOpt,
+                   json_mode: bool = JsonOpt) -> None:
+    """The LAION aesthetic score (about 1-10) of each shot's frames, on CLIP features.
+
+    Example: cinema eval aesthetic --aesthetic sac+logos+ava1-l14-linearMSE.pth --clip-model ViT-L-14 --clip-weights openai
+    """
+    from cinema_cli.eval.aesthetic import KEYS
+
+    _run("aesthetic", [*KEYS, "aesthetic_min"], project, folder, captions, against, frames,
+         _models(clip_model, clip_weights, device, aesthetic=weights), json_mode)
+
+
+def register(eval_app: typer.Typer) -> None:
+    eval_app.command("text")(eval_text)
+    eval_app.command("consistency")(eval_consistency)
+    eval_app.command("aesthetic")(eval_aesthetic)
