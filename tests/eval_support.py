@@ -81,3 +81,17 @@ def tiny_aesthetic(path: Path, width: int = 32) -> Path:
 
 
 TINY_CLIP = ("--clip-model", "cinema-tiny-clip", "--clip-weights", "random")
+
+
+def fading(count: int = 8, start=(200, 30, 30), end=(30, 30, 200)) -> list[np.ndarray]:
+    """The light turns from `start` to `end` while a white figure walks right: each frame
+    is closest to its neighbours (tiny random-weight models barely see a block move, but
+    they do see the light change)."""
+    out = []
+    for i in range(count):
+        t = i / max(1, count - 1)
+        frame = np.empty((H, W, 3), np.uint8)
+        frame[:] = (np.array(start) * (1 - t) + np.array(end) * t).astype(np.uint8)
+        frame[10:40, 4 + 6 * i:18 + 6 * i] = (240, 240, 240)
+        out.append(frame)
+    return out

@@ -30,7 +30,8 @@ def _models(clip_model, clip_weights, device, dino=None, aesthetic=None, faces=N
     return Models(clip_model, clip_weights, dino or DEFAULT_DINO, aesthetic, device, faces, judge or {})
 
 
-def _run(name: str, keys: list[str], project, folder, captions, against, frames, models, json_mode) -> dict:
+def _run(name: str, keys: list[str], project, folder, captions, against, frames, models, json_mode,
+         table: bool = True) -> dict:
     from cinema_cli.eval.runner import Source, run_metric
 
     try:
@@ -41,7 +42,7 @@ def _run(name: str, keys: list[str], project, folder, captions, against, frames,
         output.notice(message)
     if json_mode:
         output.print_json({"ok": True, **result})
-    else:
+    elif table:
         print_result(result, keys)
     return result
 
@@ -61,6 +62,10 @@ def print_result(result: dict, keys: list[str]) -> None:
     output.out.print(table)
     for key, value in result["summary"].items():
         output.out.print(f"{key}: {_cell(value)}", markup=False)
+    _print_against(result)
+
+
+def _print_against(result: dict) -> None:
     against = result.get("against")
     if against:
         output.out.print(f"against {against['film']} (delta = this - other):", markup=False)
@@ -120,7 +125,41 @@ def eval_aesthetic(weights: Optional[str] = typer.Option(
          _models(clip_model, clip_weights, device, aesthetic=weights), json_mode)
 
 
+def eval_judge(project: Optional[Path] = ProjectOpt, folder: Optional[Path] = FolderOpt,
+               captions: Optional[Path] = CaptionsOpt, against: Optional[Path] = AgainstOpt,
+               model: str = typer.Option("gemini-2.5-flash", "--model", help="The Gemini model that judges."),
+               per_scene: bool = typer.Option(False, "--per-scene", help="Judge each scene on its own too."),
+               retries: int = typer.Option(4, "--retries", min=0, max=10, help="Retries on 429 and 5xx answers."),
+               backoff: float = typer.Option(2.0, "--backoff", min=0.001, max=60, help="First wait in seconds; doubles."),
+               timeout: float = typer.Option(120.0, "--timeout", min=1, help="Seconds per request."),
+               json_mode: bool = JsonOpt) -> None:
+    """Captain Cinema's Gemini judge: the keyframes in order, scored 0-5 with a reason on
+    character and scene consistency, visual quality, aesthetics, diversity and narrative
+    coherence. Needs GEMINI_API_KEY (or GOOGLE_API_KEY) in the environment.
+
+    Example: cinema eval judge --per-scene
+    """
+    from cinema_cli.eval.judge import ASPECTS, KEYS
+
+    options = {"model": model, "per_scene": per_scene, "retries": retries, "backoff": backoff, "timeout": timeout}
+    result = _run("judge", KEYS, project, folder, captions, against, 1,
+                  _models(None, None, "auto", judge=options), json_mode, table=False)
+    if json_mode:
+        return
+    table = Table(title=f"judge ({result['models']['judge']}): {result['film']}, {len(result['judged'])} keyframes")
+    for column in ("aspect", "score", "why"):
+        table.add_column(column)
+    for aspect in ASPECTS:
+        table.add_row(aspect, str(result["summary"][aspect]), result["justifications"][aspect])
+    output.out.print(table)
+    output.out.print(f"mean: {_cell(result['summary']['mean'])}", markup=False)
+    for row in result["scenes"]:
+        output.out.print(f"scene {row['scene']}: " + ", ".join(f"{a} {row[a]}" for a in KEYS), markup=False)
+    _print_against(result)
+
+
 def register(eval_app: typer.Typer) -> None:
     eval_app.command("text")(eval_text)
     eval_app.command("consistency")(eval_consistency)
     eval_app.command("aesthetic")(eval_aesthetic)
+    eval_app.command("judge")(eval_judge)
