@@ -158,8 +158,58 @@ def eval_judge(project: Optional[Path] = ProjectOpt, folder: Optional[Path] = Fo
     _print_against(result)
 
 
+def eval_stress(pairs: str = typer.Option("8,16,32,48", "--pairs", help="Context lengths, in (keyframe, caption) pairs."),
+                frames: int = typer.Option(2, "--frames", min=1, max=64, help="Keyframes drawn per row."),
+                judge: Optional[bool] = typer.Option(
+                    None, "--judge/--no-judge", help="Gemini scores per row (default: when a key is set)."),
+                clip_model: Optional[str] = ClipModelOpt, clip_weights: Optional[str] = ClipWeightsOpt,
+                device: str = DeviceOpt, project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> None:
+    """The long-context stress test (Captain Cinema's Table 2): keyframes drawn by the
+    project's keyframe backend with 8..48 pairs of context, GoldenMem on and off; tokens,
+    seconds per keyframe, peak GPU memory, identity consistency, judge scores.
+
+    Example: cinema eval stress --pairs 8,16,32,48 --frames 4
+    """
+    from cinema_cli.eval.runner import run_stress_test
+
+    try:
+        try:
+            counts = tuple(int(p) for p in pairs.split(",") if p.strip())
+        except ValueError:
+            counts = ()
+        if not counts or min(counts) < 1:
+            raise BadInput(f"--pairs {pairs!r}: expected positive integers like 8,16,32,48")
+        result = run_stress_test(project, _models(clip_model, clip_weights, device), pairs=counts,
+                                 frames=frames, judge=judge)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    for message in result["notices"]:
+        output.notice(message)
+    if json_mode:
+        output.print_json({"ok": True, **result})
+        return
+    table = Table(title=f"long-context stress: {result['backend']} at {result['resolution']}")
+    columns = ["memory", "pairs", "context frames", "tokens", "x frame", "s/keyframe", "peak GiB", "identity"]
+    if result["judged"]:
+        columns.append("judge mean")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "memory" else "right")
+    for row in result["rows"]:
+        cells = [row["memory"], str(row["pairs"]), str(row["context_frames"]), str(row["tokens"]),
+                 f"{row['token_ratio']:.3f}", f"{row['seconds_per_keyframe']:.3f}", _cell(row["peak_gpu_gib"]),
+                 _cell(row["identity"])]
+        if result["judged"]:
+            cells.append(_cell(row["judge"]["mean"]))
+        table.add_row(*cells)
+    output.out.print(table)
+    output.out.print(f"GoldenMem tokens at {max(result['pairs'])} pairs: {result['goldenmem_token_ratio_at_longest']:.3f} "
+                     f"x one frame (bound {result['goldenmem_token_ratio_bound']}); naive grows by "
+                     f"{result['naive_tokens_per_pair'][0]:g} tokens per pair", markup=False)
+
+
 def register(eval_app: typer.Typer) -> None:
     eval_app.command("text")(eval_text)
     eval_app.command("consistency")(eval_consistency)
     eval_app.command("aesthetic")(eval_aesthetic)
     eval_app.command("judge")(eval_judge)
+    eval_app.command("stress")(eval_stress)

@@ -145,3 +145,28 @@ def _measure(module, film: Film, models: Models) -> dict:
               **result, "notices": film.notices + result.get("notices", [])}
     result["embedded"] = tools.cache.computed
     return result
+
+
+def run_stress_test(project_dir: Path | None, models: Models, *, pairs: tuple[int, ...], frames: int,
+                    judge: bool | None = None) -> dict:
+    """`eval stress` on a project; the judge scores each row when a Gemini key is set
+    (`judge` None), or as `judge` says."""
+    import os
+
+    from cinema_cli.eval.stress import run_stress
+
+    project = Project.open(project_dir)
+    if judge is None:
+        from cinema_cli.story.gemini_transport import KEY_VARS
+
+        judge = any(os.environ.get(var, "").strip() for var in KEY_VARS)
+    judging = None
+    if judge:
+        from cinema_cli.eval.judge import Judge
+
+        judging = Judge(models.judge)
+    tools = Tools(Film(project.root.name, [], "", project), models)
+    with project.lock():
+        result = run_stress(project, tools, pairs=pairs, frames=frames, judge=judging)
+        result["saved"] = str(results.save(project, result))
+    return result
