@@ -288,3 +288,64 @@ def test_judge_without_a_key_is_bad_input(monkeypatch, keyframed):
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)
     monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
     assert "GEMINI_API_KEY" in as_json("eval", "judge", "-p", keyframed, rc=2)["error"]
+
+
+# ---------------------------------------------------------------- stress and the report
+
+
+def stress_project(root: Path) -> Path:
+    """The tiny FLUX.2 klein preset at 128x64; two keyframes drawn for it to remember."""
+    from PIL import Image
+
+    project = film_project(root, {})
+    (project / "cinema.yaml").write_text(
+        "resolution: {width: 128, height: 64}\nkeyframes: {backend: flux2, options: {model: tiny, steps: 1}}\n"
+        "runtime: {device: cpu}\nmemory: {min_side: 2}\n", encoding="utf-8")
+    (project / "keyframes").mkdir(exist_ok=True)
+    for i, shot in enumerate(BOARD["shots"][:2]):
+        Image.fromarray(fading(count=2, start=(200, 30 + 80 * i, 30))[1]).resize((128, 64)).save(
+            project / "keyframes" / f"{shot['id']}.png")
+    return project
+
+
+def test_stress_on_tiny_flux2_goldenmem_bounded_naive_linear(tmp_path, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    project = stress_project(tmp_path / "stress")
+    data = as_json("eval", "stress", "-p", project, *TINY_CLIP, "--frames", "1")
+    assert data["backend"] == "flux2" and data["pairs"] == [8, 16, 32, 48] and not data["judged"]
+    golden = [r for r in data["rows"] if r["memory"] == "goldenmem"]
+    naive = [r for r in data["rows"] if r["memory"] == "naive"]
+    assert all(r["token_ratio"] <= 1.62 for r in golden) and data["goldenmem_token_ratio_at_longest"] <= 1.62
+    assert golden[-1]["context_frames"] >= 1 and golden[-1]["tokens"] > golden[-1]["tokens"] / golden[-1]["token_ratio"]
+    assert [r["token_ratio"] for r in naive] == [9.0, 17.0, 33.0, 49.0]  # (pairs + 1) frames
+    assert data["naive_linear"] and [r["context_frames"] for r in naive] == [8, 16, 32, 48]
+    for row in data["rows"]:
+        assert row["seconds_per_keyframe"] > 0 and row["peak_gpu_gib"] is None  # CPU
+        assert -1.0 <= row["identity"] <= 1.0
+    assert (project / ".cinema" / "eval" / "stress.json").is_file()
+
+    (project / "cinema.yaml").write_text("keyframes: {backend: sketch}\n", encoding="utf-8")
+    assert "sketch" in as_json("eval", "stress", "-p", project, *TINY_CLIP, rc=2)["error"]
+
+
+def test_report_draws_every_metric_run_and_the_deltas(tmp_path, models):
+    import re
+
+    clean = film_project(tmp_path / "clean", walkers())
+    noisy = film_project(tmp_path / "noisy", {**walkers(), "s02": noise()})
+    assert "no eval results yet" in as_json("eval", "report", "-p", noisy, rc=2)["error"]
+    assert not (noisy / "eval-report.html").exists()
+    for project in (clean, noisy):
+        as_json("eval", "consistency", "-p", project, *TINY_CLIP, "--dino", models["dino"])
+    as_json("eval", "text", "-p", noisy, *TINY_CLIP)
+    page = Path(as_json("eval", "report", "-p", noisy, "--against", clean)["report"])
+    assert page == noisy / "eval-report.html"
+    html = page.read_text(encoding="utf-8")
+    assert "<h2 id=consistency>" in html and "<h2 id=text>" in html
+    charts = re.findall(r"src='data:image/png;base64,([^']+)'", html)
+    assert len(charts) == 4  # per shot and per scene, for each metric
+    assert all(base64.b64decode(c).startswith(b"\x89PNG") for c in charts)
+    assert "http" not in html.replace("http-equiv", "")  # self-contained
+    delta = re.search(r"<td>inter_character<td>[^<]+<td>[^<]+<td class=(\w+)>", html)
+    assert delta and delta[1] == "down"  # the noisy film is worse for Ana

@@ -207,9 +207,35 @@ def eval_stress(pairs: str = typer.Option("8,16,32,48", "--pairs", help="Context
                      f"{result['naive_tokens_per_pair'][0]:g} tokens per pair", markup=False)
 
 
+def eval_report(project: Optional[Path] = ProjectOpt, against: Optional[Path] = typer.Option(
+                    None, "--against", help="A second project whose saved results are compared (delta = this - other)."),
+                out: Optional[Path] = typer.Option(None, "-o", "--output", help="Page to write (default: eval-report.html)."),
+                json_mode: bool = JsonOpt) -> None:
+    """One self-contained HTML page with charts of every metric run for the project
+    (cinema eval text, consistency, aesthetic, judge, stress), per shot and per scene.
+
+    Example: cinema eval report --against ../heist-v1
+    """
+    from cinema_cli.eval.report import write_report
+    from cinema_cli.project.project import Project
+
+    try:
+        proj = Project.open(project)
+        other = Project.open(against, search_up=False) if against is not None else None
+        with proj.lock():
+            path = write_report(proj, other, out)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json({"ok": True, "report": str(path)})
+    else:
+        output.out.print(f"report: {path}", markup=False)
+
+
 def register(eval_app: typer.Typer) -> None:
     eval_app.command("text")(eval_text)
     eval_app.command("consistency")(eval_consistency)
     eval_app.command("aesthetic")(eval_aesthetic)
     eval_app.command("judge")(eval_judge)
     eval_app.command("stress")(eval_stress)
+    eval_app.command("report")(eval_report)
