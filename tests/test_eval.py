@@ -349,3 +349,18 @@ def test_report_draws_every_metric_run_and_the_deltas(tmp_path, models):
     assert "http" not in html.replace("http-equiv", "")  # self-contained
     delta = re.search(r"<td>inter_character<td>[^<]+<td>[^<]+<td class=(\w+)>", html)
     assert delta and delta[1] == "down"  # the noisy film is worse for Ana
+
+
+def test_stress_asks_the_judge_when_a_key_is_set(gemini, tmp_path):
+    project = stress_project(tmp_path / "stress")
+    gemini.queue(reply(GOOD))
+    data = as_json("eval", "stress", "-p", project, *TINY_CLIP, "--frames", "2", "--pairs", "8,16", *FAST[:4])
+    assert data["judged"] and [r["judge"]["mean"] for r in data["rows"]] == [4.0] * 4
+    assert len(gemini.requests) == 4  # one sequence per row
+    images = [p for p in gemini.requests[0].body["contents"][0]["parts"] if "inlineData" in p]
+    assert len(images) == 2
+
+    for png in (project / "keyframes").glob("*.png"):
+        png.unlink()
+    assert "none is drawn yet" in as_json("eval", "stress", "-p", project, *TINY_CLIP, rc=2)["error"]
+    assert "--pairs" in as_json("eval", "stress", "-p", project, "--pairs", "8,x", rc=2)["error"]

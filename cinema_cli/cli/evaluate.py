@@ -162,6 +162,8 @@ def eval_stress(pairs: str = typer.Option("8,16,32,48", "--pairs", help="Context
                 frames: int = typer.Option(2, "--frames", min=1, max=64, help="Keyframes drawn per row."),
                 judge: Optional[bool] = typer.Option(
                     None, "--judge/--no-judge", help="Gemini scores per row (default: when a key is set)."),
+                retries: int = typer.Option(4, "--retries", min=0, max=10, help="Judge: retries on 429 and 5xx."),
+                backoff: float = typer.Option(2.0, "--backoff", min=0.001, max=60, help="Judge: first wait in seconds."),
                 clip_model: Optional[str] = ClipModelOpt, clip_weights: Optional[str] = ClipWeightsOpt,
                 device: str = DeviceOpt, project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> None:
     """The long-context stress test (Captain Cinema's Table 2): keyframes drawn by the
@@ -179,8 +181,8 @@ def eval_stress(pairs: str = typer.Option("8,16,32,48", "--pairs", help="Context
             counts = ()
         if not counts or min(counts) < 1:
             raise BadInput(f"--pairs {pairs!r}: expected positive integers like 8,16,32,48")
-        result = run_stress_test(project, _models(clip_model, clip_weights, device), pairs=counts,
-                                 frames=frames, judge=judge)
+        models = _models(clip_model, clip_weights, device, judge={"retries": retries, "backoff": backoff})
+        result = run_stress_test(project, models, pairs=counts, frames=frames, judge=judge)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     for message in result["notices"]:
