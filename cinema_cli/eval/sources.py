@@ -52,10 +52,6 @@ class EvalShot:
     origin: str  # the file the frames came from
     scene_prompt: str = ""
 
-    @property
-    def digests(self) -> list[str]:
-        return [frame_digest(f) for f in self.frames]
-
 
 @dataclass
 class Film:
