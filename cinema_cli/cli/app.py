@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cinema_cli.cli import finishing, machine, output
+from cinema_cli.cli import evaluate, finishing, machine, output
 from cinema_cli.cli import memory as memory_commands
 from cinema_cli.cli.common import (
     JsonOpt,
@@ -40,7 +40,8 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks that print JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 # `cinema eval cuts`, `cinema eval retrieval`...: each metric registers its command here.
-eval_app = typer.Typer(help="Measure quality: cut accuracy, retrieval recall.", no_args_is_help=True)
+eval_app = typer.Typer(help="Measure quality: cut accuracy, retrieval recall, the papers' metrics, reports.",
+                       no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 def main() -> None:
@@ -390,6 +391,7 @@ def bench_attention(
 finishing.register(app, eval_app)  # board, export, eval cuts
 machine.register(app, bench_app)  # doctor, bench keyframes
 memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
+evaluate.register(eval_app)  # eval text, consistency, aesthetic, judge, stress, report
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -51,15 +51,19 @@ class OpenClip:
             self._loaded = (model.eval(), preprocess, open_clip.get_tokenizer(self.weights.model), device)
         return self._loaded
 
-    def encode_images(self, paths: Sequence[Path]) -> np.ndarray:
+    def encode_images(self, images: Sequence[Path | Image.Image]) -> np.ndarray:
+        """Unit vectors of image files, or of pictures already in memory."""
         import torch
 
         model, preprocess, _, device = self._load()
         rows = []
-        for start in range(0, len(paths), BATCH):
+        for start in range(0, len(images), BATCH):
             batch = []
-            for path in paths[start:start + BATCH]:
-                with Image.open(path) as image:
+            for item in images[start:start + BATCH]:
+                if isinstance(item, Image.Image):
+                    batch.append(preprocess(item.convert("RGB")))
+                    continue
+                with Image.open(item) as image:
                     batch.append(preprocess(image.convert("RGB")))
             with torch.inference_mode():
                 rows.append(_unit(model.encode_image(torch.stack(batch).to(device))))
