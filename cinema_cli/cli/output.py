@@ -1,4 +1,9 @@
-"""Printing: rich on a terminal, plain lines otherwise, JSON when asked."""
+"""Printing: rich on a terminal, plain lines otherwise, JSON when asked.
+
+Every text that leaves the process passes here: `safe` removes API keys from it
+(a server may echo one into an error) and `shown` also escapes rich markup, so a
+caption or a path containing `[/]` prints as written instead of crashing the console.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from cinema_cli.redaction import redact
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -16,20 +24,31 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE_STYLE = {"done": "green", "stale": "yellow", "missing": "red"}
 
 
+def safe(text: Any) -> str:
+    """`text` as a string with no API key in it: for plain output."""
+    return redact(str(text))
+
+
+def shown(text: Any) -> str:
+    """`text` for a rich markup string: no API key, markup characters escaped."""
+    return escape(safe(text))
+
+
 def print_json(data: Any) -> None:
     # Plain print: rich would wrap long lines and break the JSON for scripts.
-    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.write(safe(json.dumps(data)) + "\n")
     sys.stdout.flush()
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True) if err.is_terminal else print(
-        f"error: {message}", file=sys.stderr
+    err.print(f"[bold red]error:[/] {shown(message)}") if err.is_terminal else print(
+        f"error: {safe(message)}", file=sys.stderr
     )
 
 
 def notice(message: str) -> None:
-    err.print(f"[dim]note:[/] {message}") if err.is_terminal else print(f"note: {message}", file=sys.stderr)
+    err.print(f"[dim]note:[/] {shown(message)}") if err.is_terminal else print(
+        f"note: {safe(message)}", file=sys.stderr)
 
 
 def styled_state(state: str, edited: bool = False) -> str:
@@ -81,10 +100,10 @@ class RichReporter:
         self.stage_task = self.progress.add_task(name, total=total)
 
     def item(self, stage: str, key: str, index: int, total: int) -> None:
-        self.progress.update(self.stage_task, description=f"{stage} {key}")
+        self.progress.update(self.stage_task, description=shown(f"{stage} {key}"))
         if self.step_task is None:
             self.step_task = self.progress.add_task("  steps", total=1)
-        self.progress.reset(self.step_task, total=1, description=f"  {key}")
+        self.progress.reset(self.step_task, total=1, description=shown(f"  {key}"))
 
     def step(self, done: int, total: int) -> None:
         if self.step_task is not None:
@@ -98,7 +117,7 @@ class RichReporter:
         self.progress.update(self.stage_task, description=stage)
 
     def notice(self, message: str) -> None:
-        self.progress.console.print(f"[dim]note:[/] {message}")
+        self.progress.console.print(f"[dim]note:[/] {shown(message)}")
 
 
 def status_table(status: dict) -> Table:
@@ -107,10 +126,10 @@ def status_table(status: dict) -> Table:
         table.add_column(column)
     for row in status["shots"]:
         table.add_row(
-            row["id"], row["scene"],
+            shown(row["id"]), shown(row["scene"]),
             styled_state(row["keyframe"], "keyframe" in row["edited"]),
             styled_state(row["shot"], "shot" in row["edited"]),
-            "; ".join(row["stale_because"]),
+            shown("; ".join(row["stale_because"])),
         )
     return table
 
@@ -124,9 +143,9 @@ def context_table(rows: list[dict]) -> Table:
         table.add_column(column, justify="right")
     for row in rows:
         if not row["context"]:
-            table.add_row(row["id"], "-", "", "", "")
+            table.add_row(shown(row["id"]), "-", "", "", "")
         for i, frame in enumerate(row["context"]):
             what = frame["shot"] + (f" ({frame['path']})" if "path" in frame else "")  # a reference image
-            table.add_row(row["id"] if i == 0 else "", what, f"{frame['score']:.3f}",
+            table.add_row(shown(row["id"]) if i == 0 else "", shown(what), f"{frame['score']:.3f}",
                           f"{frame['size'][0]} x {frame['size'][1]}", str(frame["tokens"]))
     return table
