@@ -143,7 +143,7 @@ def story(
         return
     for key, value in fields.items():
         if value not in (None, False):
-            output.out.print(f"[bold]{key:>10}[/]  {output.shown(value)}")
+            output.out.print(output.labelled(f"{key:>10}", value))
     output.out.print(f"rewrote {shot_id}; run `cinema render` to redo what depends on it")
 
 
@@ -252,7 +252,7 @@ def render(
             output.print_json(result_json(label, result))
         else:
             if len(targets) > 1:
-                output.out.print(f"[bold]{output.shown(label)}[/]")
+                output.out.print(output.shown(label), style="bold")
             print_result(result)
     raise typer.Exit(exit_code)
 
@@ -315,13 +315,13 @@ def shot(
         return
     for key, value in fields.items():
         if value not in (None, False) or key == "locked":
-            output.out.print(f"[bold]{key:>10}[/]  {output.shown(value)}")
+            output.out.print(output.labelled(f"{key:>10}", value))
     output.out.print(f"[bold]{'keyframe':>10}[/]  {output.styled_state(row['keyframe'])}   "
                      f"[bold]video[/] {output.styled_state(row['shot'])}")
     if row["stale_because"]:
-        output.out.print(f"[bold]{'why':>10}[/]  {output.shown('; '.join(row['stale_because']))}")
+        output.out.print(output.labelled(f"{'why':>10}", "; ".join(row["stale_because"])))
     context = ", ".join(f"{c['shot']} ({c['score']:.2f}, {c['size'][0]}x{c['size'][1]})" for c in row["context"])
-    output.out.print(f"[bold]{'context':>10}[/]  {output.shown(context or 'none')}")
+    output.out.print(output.labelled(f"{'context':>10}", context or "none"))
     if result:
         print_result(result)
     elif edits:

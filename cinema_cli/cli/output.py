@@ -1,8 +1,9 @@
 """Printing: rich on a terminal, plain lines otherwise, JSON when asked.
 
 Every text that leaves the process passes here: `safe` removes API keys from it
-(a server may echo one into an error) and `shown` also escapes rich markup, so a
-caption or a path containing `[/]` prints as written instead of crashing the console.
+(a server may echo one into an error), and text from users and files is printed as
+rich `Text` (`shown`, `labelled`), never parsed as markup, so a caption or a path
+holding `[/]` or a backslash prints as written instead of crashing the console.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import sys
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from cinema_cli.redaction import redact
 
@@ -29,9 +30,14 @@ def safe(text: Any) -> str:
     return redact(str(text))
 
 
-def shown(text: Any) -> str:
-    """`text` for a rich markup string: no API key, markup characters escaped."""
-    return escape(safe(text))
+def shown(text: Any) -> Text:
+    """`text` to print as it is (no markup), without API keys."""
+    return Text(safe(text))
+
+
+def labelled(label: str, value: Any) -> Text:
+    """A bold label, two spaces, and `value` as it is."""
+    return Text.assemble((label, "bold"), "  ", shown(value))
 
 
 def print_json(data: Any) -> None:
@@ -41,13 +47,13 @@ def print_json(data: Any) -> None:
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {shown(message)}") if err.is_terminal else print(
+    err.print(Text.assemble(("error:", "bold red"), " ", shown(message))) if err.is_terminal else print(
         f"error: {safe(message)}", file=sys.stderr
     )
 
 
 def notice(message: str) -> None:
-    err.print(f"[dim]note:[/] {shown(message)}") if err.is_terminal else print(
+    err.print(Text.assemble(("note:", "dim"), " ", shown(message))) if err.is_terminal else print(
         f"note: {safe(message)}", file=sys.stderr)
 
 
@@ -100,10 +106,10 @@ class RichReporter:
         self.stage_task = self.progress.add_task(name, total=total)
 
     def item(self, stage: str, key: str, index: int, total: int) -> None:
-        self.progress.update(self.stage_task, description=shown(f"{stage} {key}"))
+        self.progress.update(self.stage_task, description=f"{stage} {key}")
         if self.step_task is None:
             self.step_task = self.progress.add_task("  steps", total=1)
-        self.progress.reset(self.step_task, total=1, description=shown(f"  {key}"))
+        self.progress.reset(self.step_task, total=1, description=f"  {key}")
 
     def step(self, done: int, total: int) -> None:
         if self.step_task is not None:
@@ -117,7 +123,7 @@ class RichReporter:
         self.progress.update(self.stage_task, description=stage)
 
     def notice(self, message: str) -> None:
-        self.progress.console.print(f"[dim]note:[/] {shown(message)}")
+        self.progress.console.print(Text.assemble(("note:", "dim"), " ", shown(message)))
 
 
 def status_table(status: dict) -> Table:
