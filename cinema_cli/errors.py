@@ -62,3 +62,9 @@ class FFmpegError(CinemaError):
 
 class BackendError(CinemaError):
     """A stage backend could not run (missing weights, no GPU, out of memory...)."""
+
+
+def disk_error(err: OSError) -> str:
+    """The message for a failed file operation (disk full, permission denied, read-only
+    folder): the artifact in flight was never published, so the project stays consistent."""
+    return f"{err.strerror or err}: {err.filename or ''}".rstrip(": ")

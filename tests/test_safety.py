@@ -82,6 +82,17 @@ def manifest(root: Path) -> dict:
     return json.loads((root / ".cinema" / "manifest.json").read_text())["artifacts"]
 
 
+def rot(root: Path, stage: str, key: str, path: Path, data: bytes) -> None:
+    """Damage a recorded artifact as bit rot would: its bytes change after the manifest
+    recorded them, and the record matches. (A changed file the manifest does not match is
+    a hand edit, or, when it no longer decodes, damaged and simply redone: test_probe.py.)"""
+    path.write_bytes(data)
+    state = root / ".cinema" / "manifest.json"
+    loaded = json.loads(state.read_text())
+    loaded["artifacts"][stage][key]["output"] = hashlib.sha256(data).hexdigest()
+    state.write_text(json.dumps(loaded))
+
+
 def recorded(root: Path, stage: str, path_of) -> set[str]:
     """Artifacts the manifest records as complete whose file on disk is that output."""
     done = set()
@@ -391,7 +402,7 @@ def test_unreadable_keyframe_fails_the_shot_stage_cleanly(tmp_path):
     root = new_project(tmp_path, 128, 64, 8)
     assert cinema(["plan"], root).returncode == 0
     broken = root / "keyframes" / "s05.png"
-    broken.write_bytes(b"this is not a PNG\n" * 20)
+    rot(root, "keyframes", "s05", broken, b"this is not a PNG\n" * 20)
 
     proc = cinema(["render"], root)
     no_traceback(proc)
@@ -427,8 +438,8 @@ def test_corrupt_shot_fails_assembly_cleanly(tmp_path, shot, had_film, what):
     film_hash = sha256(film)
     if not had_film:
         film.unlink()
+    rot(root, "shots", shot, root / "shots" / f"{shot}.mp4", os.urandom(3000))
     records_before = manifest(root)
-    (root / "shots" / f"{shot}.mp4").write_bytes(os.urandom(3000))
 
     proc = cinema(["render"], root)
     no_traceback(proc)

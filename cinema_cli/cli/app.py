@@ -5,12 +5,12 @@ Exit codes: 0 ok, 1 failure (ffmpeg, backend, lock held), 2 bad input or usage.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from cinema_cli.cli import evaluate, finishing, machine, output
 from cinema_cli.cli import memory as memory_commands
@@ -23,11 +23,11 @@ from cinema_cli.cli.common import (
     result_json,
     run_stages,
 )
-from cinema_cli.errors import BadInput, CinemaError
+from cinema_cli.errors import BadInput, CinemaError, disk_error
 from cinema_cli.pipeline import Pipeline
 from cinema_cli.project.create import create_project, examples
 from cinema_cli.project.project import Project
-from cinema_cli.project.schema import Shot, caption_tags
+from cinema_cli.project.schema import Shot, Storyboard, caption_tags
 
 app = typer.Typer(
     name="cinema",
@@ -44,14 +44,30 @@ eval_app = typer.Typer(help="Measure quality: cut accuracy, retrieval recall, th
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
+class Interrupted(BaseException):
+    """Ctrl-C. Not a KeyboardInterrupt, which click would turn into "Aborted!" and exit 1."""
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
 def main() -> None:
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         app()
+    except Interrupted:
+        # The artifact in flight was never published (atomic writes); everything finished
+        # before it is kept and recorded, so the next run resumes from there.
+        output.error("interrupted: what was finished before is kept and recorded, the artifact in "
+                     "progress was dropped; run the command again (e.g. `cinema render`) to resume "
+                     "where it stopped")
+        sys.exit(130)
     except OSError as err:
-        # Disk full, permission denied...: a message, not a traceback. The artifact in
-        # flight was never published, so the project stays consistent.
-        output.error(f"{err.strerror or err}: {err.filename or ''}".rstrip(": "))
+        output.error(disk_error(err))
         sys.exit(1)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is over: no traceback while exiting
 
 
 # ---------------------------------------------------------------- commands
@@ -74,8 +90,8 @@ def new(
     if json_mode:
         output.print_json({"project": str(root), "example": example})
     else:
-        output.out.print(f"created {root}")
-        output.out.print(f"next: cd {name} && cinema render")
+        output.out.print(f"created {root}", markup=False)
+        output.out.print(f"next: cd {name} && cinema render", markup=False)
 
 
 @app.command("examples")
@@ -115,6 +131,7 @@ def story(
             raise BadInput(f'--shot {shot_id} needs a note, e.g. cinema story --shot {shot_id} "make it night"')
         proj = open_project(project)
         pipeline = Pipeline(proj, story_backend=llm)  # validates every project file first
+        pipeline.check_rewrite(shot_id)
         with proj.lock():
             rewritten = pipeline.rewrite_shot(shot_id, instruction or "")
     except CinemaError as err:
@@ -127,7 +144,7 @@ def story(
         return
     for key, value in fields.items():
         if value not in (None, False):
-            output.out.print(f"[bold]{key:>10}[/]  {escape(str(value))}")
+            output.out.print(output.labelled(f"{key:>10}", value))
     output.out.print(f"rewrote {shot_id}; run `cinema render` to redo what depends on it")
 
 
@@ -221,7 +238,10 @@ def render(
     for target in targets:
         label = str(target) if target is not None else str(Path.cwd())
         try:
-            result = run_stages(target, "film", json_mode)
+            try:
+                result = run_stages(target, "film", json_mode)
+            except OSError as os_err:  # a read-only folder, a full disk: this project fails, the batch goes on
+                raise CinemaError(disk_error(os_err)) from None
         except CinemaError as err:
             exit_code = exit_code or err.exit_code
             if json_mode:
@@ -233,7 +253,7 @@ def render(
             output.print_json(result_json(label, result))
         else:
             if len(targets) > 1:
-                output.out.print(f"[bold]{label}[/]")
+                output.out.print(output.shown(label), style="bold")
             print_result(result)
     raise typer.Exit(exit_code)
 
@@ -296,13 +316,13 @@ def shot(
         return
     for key, value in fields.items():
         if value not in (None, False) or key == "locked":
-            output.out.print(f"[bold]{key:>10}[/]  {value}")
+            output.out.print(output.labelled(f"{key:>10}", value))
     output.out.print(f"[bold]{'keyframe':>10}[/]  {output.styled_state(row['keyframe'])}   "
                      f"[bold]video[/] {output.styled_state(row['shot'])}")
     if row["stale_because"]:
-        output.out.print(f"[bold]{'why':>10}[/]  {'; '.join(row['stale_because'])}")
+        output.out.print(output.labelled(f"{'why':>10}", "; ".join(row["stale_because"])))
     context = ", ".join(f"{c['shot']} ({c['score']:.2f}, {c['size'][0]}x{c['size'][1]})" for c in row["context"])
-    output.out.print(f"[bold]{'context':>10}[/]  {context or 'none'}")
+    output.out.print(output.labelled(f"{'context':>10}", context or "none"))
     if result:
         print_result(result)
     elif edits:
@@ -310,9 +330,16 @@ def shot(
 
 
 def _edit_shot(project: Project, shot_id: str, edits: dict) -> None:
+    _edited_storyboard(project, shot_id, edits)  # bad input is refused before the lock is touched
+    with project.lock():  # then the edit is made again on storyboard.yaml as it is now
+        project.write_storyboard(_edited_storyboard(project, shot_id, edits))
+
+
+def _edited_storyboard(project: Project, shot_id: str, edits: dict) -> Storyboard:
     from pydantic import ValidationError
 
     board = project.storyboard
+    project.shot(shot_id)  # still there?
     index = board.index(shot_id)
     data = board.shots[index].model_dump()
     data.update(edits)
@@ -326,10 +353,9 @@ def _edit_shot(project: Project, shot_id: str, edits: dict) -> None:
         raise BadInput(f"shot {shot_id}: {problems}") from None
     shots = list(board.shots)
     shots[index] = edited
-    edited_board = type(board)(shots=shots)
-    project.validate_storyboard(edited_board)  # before the lock: bad input writes nothing
-    with project.lock():
-        project.write_storyboard(edited_board)
+    edited_board = Storyboard(shots=shots)
+    project.validate_storyboard(edited_board)
+    return edited_board
 
 
 # ---------------------------------------------------------------- bench

@@ -89,4 +89,4 @@ def print_result(result: RenderResult) -> None:
     built = ", ".join(parts) if parts else "nothing (everything is up to date)"
     output.out.print(f"rebuilt {built} in {result.seconds:.1f}s", markup=False)
     if result.film and r.film:
-        output.out.print(f"film: {result.film}")
+        output.out.print(f"film: {result.film}", markup=False)

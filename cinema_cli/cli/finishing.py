@@ -28,9 +28,8 @@ def board(
 
     try:
         proj = open_project(project)
-        with proj.lock():
-            status = Pipeline(proj).status()
-            html, png = write_board(proj, status)
+        status = Pipeline(proj).status()  # validates every project file before the lock
+        html, png = write_board(proj, status)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     not_current = [row.id for row in status.shots if (row.keyframe.state, row.shot.state) != (DONE, DONE)]
@@ -59,10 +58,7 @@ def export(
     from cinema_cli.handoff import export_timeline
 
     try:
-        proj = open_project(project)
-        pipeline = Pipeline(proj)
-        with proj.lock():
-            result = export_timeline(pipeline, format_name, out)
+        result = export_timeline(Pipeline(open_project(project)), format_name, out)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     for message in result.notices:

@@ -1,4 +1,10 @@
-"""Printing: rich on a terminal, plain lines otherwise, JSON when asked."""
+"""Printing: rich on a terminal, plain lines otherwise, JSON when asked.
+
+Every text that leaves the process passes here: `safe` removes API keys from it
+(a server may echo one into an error), and text from users and files is printed as
+rich `Text` (`shown`, `labelled`), never parsed as markup, so a caption or a path
+holding `[/]` or a backslash prints as written instead of crashing the console.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
+
+from cinema_cli.redaction import redact
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -16,20 +25,36 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 STATE_STYLE = {"done": "green", "stale": "yellow", "missing": "red"}
 
 
+def safe(text: Any) -> str:
+    """`text` as a string with no API key in it: for plain output."""
+    return redact(str(text))
+
+
+def shown(text: Any) -> Text:
+    """`text` to print as it is (no markup), without API keys."""
+    return Text(safe(text))
+
+
+def labelled(label: str, value: Any) -> Text:
+    """A bold label, two spaces, and `value` as it is."""
+    return Text.assemble((label, "bold"), "  ", shown(value))
+
+
 def print_json(data: Any) -> None:
     # Plain print: rich would wrap long lines and break the JSON for scripts.
-    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.write(safe(json.dumps(data)) + "\n")
     sys.stdout.flush()
 
 
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True) if err.is_terminal else print(
-        f"error: {message}", file=sys.stderr
+    err.print(Text.assemble(("error:", "bold red"), " ", shown(message))) if err.is_terminal else print(
+        f"error: {safe(message)}", file=sys.stderr
     )
 
 
 def notice(message: str) -> None:
-    err.print(f"[dim]note:[/] {message}") if err.is_terminal else print(f"note: {message}", file=sys.stderr)
+    err.print(Text.assemble(("note:", "dim"), " ", shown(message))) if err.is_terminal else print(
+        f"note: {safe(message)}", file=sys.stderr)
 
 
 def styled_state(state: str, edited: bool = False) -> str:
@@ -98,7 +123,7 @@ class RichReporter:
         self.progress.update(self.stage_task, description=stage)
 
     def notice(self, message: str) -> None:
-        self.progress.console.print(f"[dim]note:[/] {message}")
+        self.progress.console.print(Text.assemble(("note:", "dim"), " ", shown(message)))
 
 
 def status_table(status: dict) -> Table:
@@ -107,10 +132,10 @@ def status_table(status: dict) -> Table:
         table.add_column(column)
     for row in status["shots"]:
         table.add_row(
-            row["id"], row["scene"],
+            shown(row["id"]), shown(row["scene"]),
             styled_state(row["keyframe"], "keyframe" in row["edited"]),
             styled_state(row["shot"], "shot" in row["edited"]),
-            "; ".join(row["stale_because"]),
+            shown("; ".join(row["stale_because"])),
         )
     return table
 
@@ -124,9 +149,9 @@ def context_table(rows: list[dict]) -> Table:
         table.add_column(column, justify="right")
     for row in rows:
         if not row["context"]:
-            table.add_row(row["id"], "-", "", "", "")
+            table.add_row(shown(row["id"]), "-", "", "", "")
         for i, frame in enumerate(row["context"]):
             what = frame["shot"] + (f" ({frame['path']})" if "path" in frame else "")  # a reference image
-            table.add_row(row["id"] if i == 0 else "", what, f"{frame['score']:.3f}",
+            table.add_row(shown(row["id"]) if i == 0 else "", shown(what), f"{frame['score']:.3f}",
                           f"{frame['size'][0]} x {frame['size'][1]}", str(frame["tokens"]))
     return table

@@ -37,6 +37,8 @@ class EmbeddingIndex:
         missing = [i for i, key in enumerate(keys) if key not in table]
         if missing:
             rows = np.asarray(compute(missing), dtype=np.float32)
+            if table and next(iter(table.values())).shape != rows.shape[1:]:
+                table.clear()  # remembered vectors of another size: not this embedder's
             for i, row in zip(missing, rows):
                 table.pop(keys[i], None)
                 table[keys[i]] = row
@@ -56,12 +58,21 @@ class EmbeddingIndex:
         return self._tables[identity]
 
     def _load(self, identity: str) -> dict[str, np.ndarray]:
+        """The remembered vectors; a missing, truncated or garbage file (or one of another
+        shape) is treated as empty, which costs only a re-embedding."""
+        path = self._path(identity)
+        if not path.is_file():
+            return {}
         try:
-            with np.load(self._path(identity), allow_pickle=False) as data:
-                if str(data["identity"]) != identity:
+            with np.load(path, allow_pickle=False) as data:
+                if not isinstance(data, np.lib.npyio.NpzFile) or str(data["identity"]) != identity:
                     return {}
-                return dict(zip(data["keys"].tolist(), data["vectors"]))
-        except (OSError, ValueError, KeyError):
+                keys, vectors = data["keys"], data["vectors"]
+                if keys.ndim != 1 or vectors.ndim != 2 or len(keys) != len(vectors) \
+                        or not np.issubdtype(vectors.dtype, np.floating):
+                    return {}
+                return dict(zip(keys.tolist(), vectors.astype(np.float32)))
+        except Exception:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
             return {}
 
     def _save(self, identity: str, table: dict[str, np.ndarray]) -> None:

@@ -73,6 +73,9 @@ def resolve_clip_weights(model: str, weights: str | None, root: Path) -> ClipWei
     local = (root / Path(weights).expanduser()).resolve()
     if local.is_file():
         stat = local.stat()
+        problem = _unsafe_checkpoint(str(local), stat.st_size, stat.st_mtime_ns)
+        if problem:
+            raise WeightsMissing("weights", f"{local} cannot be loaded safely: {problem}")
         return ClipWeights(model, str(local), f"{model}:{local}:{stat.st_size}:{stat.st_mtime_ns}")
     tag = open_clip.get_pretrained_cfg(model, weights)
     if not tag:
@@ -92,6 +95,40 @@ def resolve_clip_weights(model: str, weights: str | None, root: Path) -> ClipWei
     preprocess = tuple((k, tag[k]) for k in ("mean", "std", "interpolation", "resize_mode") if k in tag)
     return ClipWeights(model, found, f"{model}:{weights}", quick_gelu=bool(tag.get("quick_gelu")),
                        preprocess=preprocess)
+
+
+@functools.cache
+def _unsafe_checkpoint(path: str, size: int, mtime_ns: int) -> str | None:
+    """Why a local weights file would not load (None when it does): safetensors, or a
+    torch file that `weights_only=True` accepts (no pickled code). Checked when the
+    project is opened, so `status` already says it, not a render after its first
+    keyframe. Memory-mapped: nothing but the header and the pickle is read."""
+    import pickle
+
+    import torch
+
+    advice = "cinema loads only safetensors, or torch files that load with weights_only=True"
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as f:
+                f.keys()
+        else:
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):
+                    raise
+                torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
+    except pickle.UnpicklingError as err:
+        if "unsupported global" in str(err).lower():  # code or classes, not just tensors
+            return f"it holds pickled objects other than tensors, which weights_only=True refuses ({advice})"
+        return f"not a readable checkpoint ({advice})"
+    except Exception as err:  # noqa: BLE001 - a damaged file makes the loaders raise many kinds
+        first = (str(err).strip().splitlines() or [""])[0]
+        return f"not a readable checkpoint ({type(err).__name__}: {first[:200]}; {advice})"
+    return None
 
 
 def transformers_folder(weights: str | None, root: Path) -> Path | None:

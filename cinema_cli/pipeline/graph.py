@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from cinema_cli.errors import BadInput, ProjectFileError
 from cinema_cli.keyframes.base import KeyframePreflight, keyframe_backends
 from cinema_cli.memory.planner import MemoryPlanner
+from cinema_cli.pipeline.damage import damage
 from cinema_cli.pipeline.film import FilmStage, override_assemble
 from cinema_cli.pipeline.keyframes import KeyframeStage
 from cinema_cli.pipeline.shots import ShotStage
@@ -98,6 +99,9 @@ class Pipeline(StoryStage, KeyframeStage, ShotStage, FilmStage):
             return ArtifactState(STALE, ["not recorded as complete (an interrupted run?)"])
         reasons = recipe_changes(record.recipe, recipe, ignore=tuple(ignore))
         edited = not reasons and self.hasher(path) != record.output
+        if edited and (problem := damage(path)):
+            # A hand edit is kept; a file that no longer decodes is damaged: redone.
+            return ArtifactState(STALE, [f"{path.name} {problem}: damaged, it is redone"])
         return ArtifactState(STALE if reasons else DONE, reasons, edited)
 
     def status(self) -> ProjectStatus:
@@ -125,6 +129,7 @@ class Pipeline(StoryStage, KeyframeStage, ShotStage, FilmStage):
         started = time.monotonic()
         rebuilt = Rebuilt()
         force = set(force)
+        self.manifest.reload()  # as it is now, under the lock: other runs' records are kept
         self.check_storyboard(force_story=force_story)  # bad input is refused before any write
         if until == "film":
             self._check_music()

@@ -111,10 +111,20 @@ class StoryStage:
     def rewrite_shot(self, shot_id: str, instruction: str) -> Shot:
         """Have the LLM storyboarder rewrite one shot from a note. Only that shot changes in
         storyboard.yaml (like a hand edit), so the usual staleness then redoes just what
-        depends on it. The caller holds the project lock."""
+        depends on it. The caller holds the project lock (and called `check_rewrite`
+        before taking it); the storyboard is read under the lock, as it is now."""
+        backend = self.check_rewrite(shot_id)
+        board = self.project.storyboard
+        shot = backend.rewrite_shot(self.script, self.config, board, shot_id, instruction)
+        shots = list(board.shots)
+        shots[board.index(shot_id)] = shot
+        self.project.write_storyboard(Storyboard(shots=shots))
+        return shot
+
+    def check_rewrite(self, shot_id: str) -> ShotRewriter:
+        """Refuse a rewrite that cannot happen, before the lock or the LLM is touched."""
         if not self.project.has_storyboard():
             raise BadInput("there is no storyboard.yaml to rewrite a shot of; run `cinema story` first")
-        board = self.project.storyboard
         self.project.shot(shot_id)  # an unknown id is refused before the LLM is asked
         backend = self.story_backend
         if not isinstance(backend, ShotRewriter):
@@ -122,11 +132,7 @@ class StoryStage:
                 f"the {backend.name} storyboarder cannot rewrite a shot from a note; use an LLM "
                 "(`--llm gemini` or `--llm local`), or edit it with `cinema shot ID --caption ...`"
             )
-        shot = backend.rewrite_shot(self.script, self.config, board, shot_id, instruction)
-        shots = list(board.shots)
-        shots[board.index(shot_id)] = shot
-        self.project.write_storyboard(Storyboard(shots=shots))
-        return shot
+        return backend
 
 
 def _keep_locked(old: Storyboard, new: Storyboard) -> Storyboard:

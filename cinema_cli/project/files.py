@@ -14,7 +14,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from cinema_cli.errors import UnsafePath
+from cinema_cli.errors import CinemaError, UnsafePath
+from cinema_cli.redaction import contains_secret
 
 
 def fsync_dir(directory: Path) -> None:
@@ -61,6 +62,11 @@ def atomic_write_bytes(target: Path, data: bytes, tmp_dir: Path | None = None) -
 
 
 def atomic_write_text(target: Path, text: str, tmp_dir: Path | None = None) -> None:
+    # Every text file the project writes passes here: an API key in one (echoed by a
+    # server into model output that slipped past redaction) is refused, never written.
+    if contains_secret(text):
+        raise CinemaError(f"refusing to write {target.name}: it would contain an API key from the "
+                          "environment; nothing was written")
     atomic_write_bytes(target, text.encode("utf-8"), tmp_dir)
 
 
@@ -75,3 +81,17 @@ def inside(root: Path, relative: str, what: str) -> Path:
             "keep project files inside the project folder"
         )
     return candidate
+
+
+def check_folder_inside(root: Path, folder: Path, what: str) -> None:
+    """Refuse a folder the project writes into (keyframes/, shots/, .cinema/...) when it
+    leads outside the project through a symlink: cinema never writes through one. A
+    file that is a symlink needs no check: the atomic rename replaces the link itself."""
+    root = root.resolve()
+    target = folder.resolve()
+    if target != root and root not in target.parents:
+        raise UnsafePath(
+            f"{what} {folder} leads to {target} through a symlink, outside the project; cinema "
+            "writes only inside the project folder. Replace the link with a real folder (`rm` the "
+            "link, not what it points to) and run again"
+        )

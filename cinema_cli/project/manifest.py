@@ -60,19 +60,24 @@ class Manifest:
     def __init__(self, path: Path, tmp_dir: Path):
         self.path = path
         self.tmp_dir = tmp_dir
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the manifest as it is on disk now (a writer does, once it holds the lock,
+        so that it never saves over records another run added meanwhile)."""
         self._data: dict[str, dict[str, dict]] = {}
-        if path.is_file():
+        if self.path.is_file():
             try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
+                loaded = json.loads(self.path.read_text(encoding="utf-8"))
             except (ValueError, OSError):
                 loaded = {}  # unreadable state is treated as empty: everything is rebuilt
-            if loaded.get("version") == MANIFEST_VERSION:
-                self._data = loaded.get("artifacts", {})
+            self._data = _artifacts(loaded)
 
     def get(self, stage: str, key: str) -> Record | None:
         raw = self._data.get(stage, {}).get(key)
-        if not isinstance(raw, dict) or "recipe" not in raw or "output" not in raw:
-            return None
+        if not isinstance(raw, dict) or not isinstance(raw.get("recipe"), dict) \
+                or not isinstance(raw.get("output"), str):
+            return None  # a damaged record: the artifact is rebuilt
         return Record(raw["recipe"], raw["output"])
 
     def put(self, stage: str, key: str, record: Record) -> None:
@@ -82,3 +87,16 @@ class Manifest:
     def save(self) -> None:
         text = json.dumps({"version": MANIFEST_VERSION, "artifacts": self._data}, indent=1)
         atomic_write_text(self.path, text, self.tmp_dir)
+
+
+def _artifacts(loaded: Any) -> dict[str, dict[str, dict]]:
+    """The records of a loaded manifest, keeping only what has the right shape: valid
+    JSON of another shape (a tool's rewrite, a bad merge) loses just the damaged parts,
+    whose artifacts are then rebuilt, instead of failing every command."""
+    if not isinstance(loaded, dict) or loaded.get("version") != MANIFEST_VERSION:
+        return {}
+    artifacts = loaded.get("artifacts")
+    if not isinstance(artifacts, dict):
+        return {}
+    return {stage: {key: record for key, record in records.items() if isinstance(record, dict)}
+            for stage, records in artifacts.items() if isinstance(records, dict)}

@@ -8,13 +8,15 @@ from functools import cached_property
 from pathlib import Path
 
 from cinema_cli.errors import NotAProject, ProjectFileError, UnknownShot, UnsafePath
-from cinema_cli.project.files import atomic_write_text, inside
+from cinema_cli.project.files import atomic_write_text, check_folder_inside, inside
+from cinema_cli.project.images import image_problem
 from cinema_cli.project.lock import ProjectLock
 from cinema_cli.project.schema import (
     CinemaConfig,
     Script,
     Shot,
     Storyboard,
+    check_storyboard_against_config,
     check_storyboard_against_script,
 )
 from cinema_cli.project.yamlio import dump_yaml, line_of, load_model, load_yaml
@@ -93,10 +95,30 @@ class Project:
         return self.root / "shots" / f"{shot_id}.mp4"
 
     def lock(self) -> ProjectLock:
-        return ProjectLock(self.state_dir / "lock")
+        """The project lock, after checking that no folder cinema writes into leads
+        outside the project (every writer takes the lock first, so this guards them all)."""
+        self.check_write_folders()
+        return ProjectLock(self.state_dir / "lock", on_acquire=self.forget)
+
+    def forget(self) -> None:
+        """Drop what was read of storyboard.yaml, so it is read again from disk: a writer
+        edits the storyboard as it is once it holds the lock, never an earlier copy."""
+        self.__dict__.pop("storyboard", None)
+        self.__dict__.pop("storyboard_unchecked", None)
+
+    def check_write_folders(self) -> None:
+        folders = [(self.state_dir, "machine state folder"), (self.cache_dir, "cache folder"),
+                   (self.root / "keyframes", "keyframes folder"), (self.root / "shots", "shots folder")]
+        if self.cache_dir.is_dir():
+            folders += [(p, "cache folder") for p in self.cache_dir.iterdir()]
+        for folder, what in folders:
+            check_folder_inside(self.root, folder, what)
 
     def clear_tmp(self) -> None:
-        """Remove what a killed run left half-written. Call only while holding the lock."""
+        """Remove what a killed run left half-written. Call only while holding the lock.
+        A symlink in place of the scratch folder is replaced, never followed."""
+        if self.tmp_dir.is_symlink():
+            self.tmp_dir.unlink()
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
@@ -117,6 +139,9 @@ class Project:
                     raise self._script_error(field, str(err)) from None
                 if not path.is_file():
                     raise self._script_error(field, f"reference image {ref!r} not found")
+                problem = image_problem(path, verify=True)
+                if problem:
+                    raise self._script_error(field, f"reference image {ref!r} {problem}")
         return script
 
     def has_storyboard(self) -> bool:
@@ -132,6 +157,7 @@ class Project:
     def storyboard(self) -> Storyboard:
         board = self.storyboard_unchecked
         problems = check_storyboard_against_script(board, self.script)
+        problems += check_storyboard_against_config(board, self.config)
         if problems:
             _, node = load_yaml(self.storyboard_path)
             raise ProjectFileError(
@@ -156,8 +182,10 @@ class Project:
         return tuple(inside(self.root, r, "reference") for r in character.references)
 
     def validate_storyboard(self, board: Storyboard) -> None:
-        """Refuse a storyboard that names scenes or characters script.yaml does not have."""
+        """Refuse a storyboard that names scenes or characters script.yaml does not have,
+        or has a shot too short for the film to be joined."""
         problems = check_storyboard_against_script(board, self.script)
+        problems += check_storyboard_against_config(board, self.config)
         if problems:
             raise ProjectFileError(self.storyboard_path, [(None, f, m) for f, m in problems])
 
@@ -168,8 +196,7 @@ class Project:
         atomic_write_text(
             self.storyboard_path, STORYBOARD_HEADER + dump_yaml({"shots": shots}), self.tmp_dir
         )
-        self.__dict__.pop("storyboard", None)
-        self.__dict__.pop("storyboard_unchecked", None)
+        self.forget()
 
     def _script_error(self, field: str, message: str) -> ProjectFileError:
         _, node = load_yaml(self.script_path)

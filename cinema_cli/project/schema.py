@@ -7,6 +7,7 @@ typo never silently does nothing.
 
 from __future__ import annotations
 
+import math
 import re
 from enum import Enum
 from typing import Any, Literal
@@ -346,4 +347,23 @@ def check_storyboard_against_script(board: Storyboard, script: Script) -> list[t
                     (f"shots.{i}.characters.{j}", f"shot {shot.id}: character {name!r} is not in script.yaml "
                      f"(cast: {', '.join(sorted(names)) or 'none'})")
                 )
+    return problems
+
+
+# A shot before the last must have at least this many frames: H.264 shots of 1 or 2
+# frames carry no B-frames, so their timestamps start earlier than the others' and
+# the film's stream-copy join fails ("Non-monotonic DTS").
+MIN_JOINED_FRAMES = 3
+
+
+def check_storyboard_against_config(board: Storyboard, config: CinemaConfig) -> list[tuple[str, str]]:
+    """(field path, message) for each shot but the last that is too short at the fps."""
+    problems = []
+    shortest = MIN_JOINED_FRAMES / config.fps
+    for i, shot in enumerate(board.shots[:-1]):
+        frames = max(1, round(shot.duration * config.fps))
+        if frames < MIN_JOINED_FRAMES:
+            problems.append((f"shots.{i}.duration", f"shot {shot.id}: {shot.duration:g} s is {frames} frame(s) at "
+                             f"{config.fps} fps; every shot but the last needs at least {MIN_JOINED_FRAMES} frames "
+                             f"(duration >= {math.ceil(shortest * 1000) / 1000:g} s)"))
     return problems

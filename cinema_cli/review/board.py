@@ -22,12 +22,15 @@ HTML_FILE, PNG_FILE = "board.html", "board.png"
 
 
 def write_board(project: Project, status: ProjectStatus) -> tuple[Path, Path]:
-    """Write board.html and board.png into the project, each atomically."""
+    """Write board.html and board.png into the project, each atomically. Both are made
+    first; the project lock is taken only to write them (bad input never touches it)."""
     board = cards(project, status)
     script = project.script
     html_path, png_path = project.root / HTML_FILE, project.root / PNG_FILE
-    atomic_write_text(html_path, board_html(project.root, script, project.config, board, status), project.tmp_dir)
+    html = board_html(project.root, script, project.config, board, status)
     sheet = contact_sheet(script.title, board, project.config.resolution)
-    with atomic_output(png_path, project.tmp_dir) as temp:
-        sheet.save(temp, format="PNG")
+    with project.lock():
+        atomic_write_text(html_path, html, project.tmp_dir)
+        with atomic_output(png_path, project.tmp_dir) as temp:
+            sheet.save(temp, format="PNG")
     return html_path, png_path

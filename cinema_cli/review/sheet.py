@@ -8,6 +8,7 @@ import math
 
 from PIL import Image, ImageDraw, ImageFont
 
+from cinema_cli.project.images import image_problem
 from cinema_cli.project.schema import Resolution
 from cinema_cli.review.cards import Card
 
@@ -21,12 +22,21 @@ MARK = {"stale": (192, 57, 43), "missing": (142, 68, 173)}
 
 
 def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> str:
-    """`text` cut with an ellipsis to fit `width` pixels."""
-    if draw.textlength(text, font=font) <= width:
+    """`text` on one line (line breaks and runs of spaces as one space), cut with an
+    ellipsis to fit `width` pixels. Bounded time whatever the caption's length: no glyph
+    is narrower than a pixel, so at most `width` characters can fit, and the cut is
+    found by bisection."""
+    text = " ".join(text.split())
+    if len(text) <= width and draw.textlength(text, font=font) <= width:
         return text
-    while text and draw.textlength(text + "…", font=font) > width:
-        text = text[:-1]
-    return text + "…"
+    low, high = 0, min(len(text), width)  # the longest prefix that fits is in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if draw.textlength(text[:middle] + "…", font=font) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "…"
 
 
 def contact_sheet(title: str, cards: list[Card], resolution: Resolution) -> Image.Image:
@@ -41,12 +51,15 @@ def contact_sheet(title: str, cards: list[Card], resolution: Resolution) -> Imag
     for index, card in enumerate(cards):
         x = PAD + (index % columns) * cell_w
         y = TITLE_HEIGHT + PAD + (index // columns) * cell_h
-        if card.keyframe is not None:
+        # A keyframe replaced by hand may be no image, or a decompression bomb: say so.
+        unreadable = card.keyframe is not None and image_problem(card.keyframe, verify=True) is not None
+        if card.keyframe is not None and not unreadable:
             with Image.open(card.keyframe) as image:
                 sheet.paste(image.convert("RGB").resize((THUMB_WIDTH, thumb_h), Image.Resampling.LANCZOS), (x, y))
         else:
             draw.rectangle((x, y, x + THUMB_WIDTH - 1, y + thumb_h - 1), fill=(60, 60, 64))
-            draw.text((x + THUMB_WIDTH // 2, y + thumb_h // 2), "no keyframe", font=small, fill=DIM, anchor="mm")
+            draw.text((x + THUMB_WIDTH // 2, y + thumb_h // 2), "unreadable keyframe" if unreadable else
+                      "no keyframe", font=small, fill=DIM, anchor="mm")
         if card.state in MARK:
             colour = MARK[card.state]
             draw.rectangle((x, y, x + THUMB_WIDTH - 1, y + thumb_h - 1), outline=colour, width=4)

@@ -1,8 +1,9 @@
 """Talking to Gemini: one generateContent request through the google-genai SDK.
 
 The key comes from GEMINI_API_KEY or GOOGLE_API_KEY and travels only in a request
-header; it is never written anywhere, and every error message is redacted before it
-leaves this module (a server or a proxy may echo the request). The endpoint can be
+header; it is never written anywhere. A server or a proxy may echo the request, so
+every message, warning and answer is redacted (cinema_cli.redaction) before it leaves
+this module. The endpoint can be
 moved (story.options.base_url, else GOOGLE_GEMINI_BASE_URL). Each request has a
 timeout. 429 and 5xx answers are retried with exponential backoff, or after exactly
 the wait the server asks for (Retry-After, or Gemini's RetryInfo); the SDK's own
@@ -25,13 +26,12 @@ from typing import Any
 from google.genai import Client, errors, types
 
 from cinema_cli.errors import BackendError, BadInput, CinemaError
+from cinema_cli.redaction import KEY_VARS, redact
 
-KEY_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_VAR = "GOOGLE_GEMINI_BASE_URL"
 API_VERSION = "v1beta"  # the version Gemini's REST reference documents structured output in
 MAX_WAIT = 60.0  # seconds; a server asking for longer gets a clear error instead of a hang
 BLOCKED = {"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "RECITATION", "IMAGE_SAFETY"}
-REDACTED = "[redacted]"
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,8 @@ class GeminiTransport:
                 if wait is None:
                     wait = self.backoff * 2 ** (attempt - 1) * random.uniform(1.0, 1.25)
                 attempt += 1
-                log.warning("Gemini answered %s %s; retrying in %.1f s (attempt %d of %d)",
-                            err.code, err.status, wait, attempt, self.attempts)
+                log.warning(redact(f"Gemini answered {err.code} {err.status}; retrying in {wait:.1f} s "
+                                   f"(attempt {attempt} of {self.attempts})"))
                 time.sleep(wait)
             except TIMEOUTS:
                 raise self._fail(BackendError, f"{self.where} did not answer within {self.timeout:g} s "
@@ -118,8 +118,15 @@ class GeminiTransport:
                 raise self._fail(BackendError, f"cannot reach {self.where} ({err}): no network, or the "
                                  f"endpoint is wrong (story.options.base_url / {BASE_URL_VAR}); "
                                  "nothing was written") from None
+            except (ValueError, TypeError):
+                # A 200 whose body is not JSON or not a GenerateContentResponse (a proxy's
+                # HTML page, a gateway that rewrote it): the SDK fails to parse it.
+                raise self._fail(BackendError, f"{self.where} answered with something that is not a "
+                                 "Gemini response (not JSON, or not its shape); nothing was written. "
+                                 f"Check the endpoint (story.options.base_url / {BASE_URL_VAR})") from None
             else:
-                return self._text(response)
+                # The answer is redacted too: an endpoint may echo the key into it.
+                return redact(self._text(response))
 
     def _text(self, response: types.GenerateContentResponse) -> str:
         feedback = response.prompt_feedback
@@ -153,14 +160,7 @@ class GeminiTransport:
         return self._fail(BackendError, f"{self.where} refused the request ({said}); nothing was written")
 
     def _fail(self, kind: type[CinemaError], message: str) -> CinemaError:
-        return kind(redact(message, self.key))
-
-
-def redact(text: str, key: str) -> str:
-    """`text` without the key, nor any `key=` query parameter."""
-    if key:
-        text = text.replace(key, REDACTED)
-    return re.sub(r"(?i)([?&]key=)[^&\s]+", rf"\1{REDACTED}", text)
+        return kind(redact(message))
 
 
 def _parts(content: str | Sequence[str | bytes]) -> list[types.Part]:
