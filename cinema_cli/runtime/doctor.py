@@ -17,7 +17,7 @@ from cinema_cli.assemble.ffmpeg import ffmpeg_exe
 from cinema_cli.project.schema import CinemaConfig
 from cinema_cli.runtime.backends import default_model
 from cinema_cli.runtime.loading import local_folder
-from cinema_cli.runtime.tiny import TINY
+from cinema_cli.runtime.tiny import is_tiny
 
 GiB = 1024**3
 # accelerate loads pretrained weights and does the model and sequential offload.
@@ -94,7 +94,7 @@ def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
         wanted.append(("video", "scene", video.options.get("model") or SCENE))
     if story.backend == "local" and story.options.get("model_path"):
         wanted.append(("story", "local", str(story.options["model_path"])))
-    return [w for w in wanted if w[2] != TINY]
+    return [w for w in wanted if not is_tiny(w[2])]
 
 
 def weights(config: CinemaConfig) -> list[dict]:
