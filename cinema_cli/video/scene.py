@@ -59,7 +59,7 @@ class KeyframeSceneShots:
     def frames_for(self, requested: int) -> int:
         return snap_frames(requested)
 
-    def groups(self, board: Storyboard) -> list[list[str]]:
+    def groups(self, board: Storyboard, frames_of=None) -> list[list[str]]:
         """Consecutive shots of the same scene."""
         groups: list[list[str]] = []
         for index, shot in enumerate(board.shots):

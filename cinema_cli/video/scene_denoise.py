@@ -34,7 +34,7 @@ from cinema_cli.attention.processors import SceneAttention
 from cinema_cli.errors import BadInput
 from cinema_cli.video.base import SceneRequest, StepProgress
 from cinema_cli.video.prompting import shot_prompt
-from cinema_cli.video.wan_model import anchor_prediction, latent_frames, on_path, read_image
+from cinema_cli.video.wan_model import anchor_prediction, decode, latent_frames, on_path, read_image
 
 TEXT_TOKENS = 512  # Wan pads every prompt to this many tokens
 
@@ -160,12 +160,3 @@ def denoise_scene(
         finally:
             scene.shots = scene.prompts = None
         return [decode(pipe, latents[:, :, a:b]) for a, b in zip(starts[:-1], starts[1:])]
-
-
-def decode(pipe, latents: torch.Tensor) -> np.ndarray:
-    """One shot's latents to its frames in [0, 1], as the Wan pipelines decode."""
-    vae = pipe.vae
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
-    video = vae.decode((latents * std + mean).to(vae.dtype), return_dict=False)[0]
-    return pipe.video_processor.postprocess_video(video, output_type="np")[0]

@@ -204,3 +204,14 @@ def anchor_prediction(prediction, latents, frame: int, clean, sigma: float):
     current = latents[:, :, frame:frame + 1].to(prediction.dtype)
     prediction[:, :, frame:frame + 1] = (current - clean.to(prediction)) / sigma
     return prediction
+
+
+def decode(pipe, latents) -> np.ndarray:
+    """Normalised latents to frames in [0, 1], (frames, height, width, 3), as the Wan pipelines decode."""
+    import torch
+
+    vae = pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    video = vae.decode((latents * std + mean).to(vae.dtype), return_dict=False)[0]
+    return pipe.video_processor.postprocess_video(video, output_type="np")[0]
