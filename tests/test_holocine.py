@@ -319,3 +319,21 @@ def test_the_old_scene_name_still_works():
     from cinema_cli.video.base import shot_backends
 
     assert shot_backends.get("scene").__mro__[1] is shot_backends.get("keyframe-scene")
+
+
+def test_doctor_marks_keyframe_scene_experimental_and_checks_holocines_files(tmp_path):
+    from test_render import cinema_json
+
+    root = new_project(tmp_path, {"dit": "cinema-tests/no-such-holocine"})
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config["video"]["options"]["model"] = "cinema-tests/no-such-wan-t2v"
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    data = cinema_json("doctor", cwd=root)
+    assert [(w["backend"], w["model"], w["present"]) for w in data["weights"] if w["stage"] == "video"] == [
+        ("holocine", "cinema-tests/no-such-wan-t2v", False), ("holocine DiTs", "cinema-tests/no-such-holocine", False)]
+    assert data["experimental"] == []
+    config["video"] = {"backend": "scene", "options": {"model": "tiny"}}
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    data = cinema_json("doctor", cwd=root)
+    assert len(data["experimental"]) == 1 and "EXPERIMENTAL" in data["experimental"][0]
+    assert "old name of keyframe-scene" in cinema("doctor", cwd=root).stdout

@@ -52,7 +52,8 @@ def upstream(keyframe, last=None) -> np.ndarray:
     pipe = build_tiny("wan", kind="i2v")
     pipe.set_progress_bar_config(disable=True)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
-    noise = torch.randn((1, 4, latent_frames(FRAMES), SIZE // 8, SIZE // 8), generator=torch.Generator().manual_seed(SEED))
+    shape = (1, 4, latent_frames(FRAMES), SIZE // 8, SIZE // 8)
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
     with torch.no_grad():
         return pipe(image=Image.open(keyframe).convert("RGB"),
                     last_image=Image.open(last).convert("RGB") if last else None,

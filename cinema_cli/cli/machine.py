@@ -74,6 +74,8 @@ def _print_report(data: dict) -> None:
     for row in data["weights"]:
         state = "[green]present[/]" if row["present"] else "[yellow]not downloaded[/]"
         say(f"[bold]weights[/]  {row['stage']} ({row['backend']}): {escape(row['model'])} {state}")
+    for line in data.get("experimental", []):
+        say(f"[bold]note[/]     [yellow]{escape(line)}[/]")
     for name, present in data["api_keys"].items():
         say(f"[bold]api key[/]  {name}: {'set' if present else 'not set'}")
     for run in data.get("smoke", []):

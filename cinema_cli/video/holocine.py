@@ -86,8 +86,8 @@ class HolocineShots:
     def preflight(self, plan: RenderPlan) -> list[str]:
         runtime, notices = resolve_runtime(plan.runtime, self.name)
         if runtime.quantize != "none":
-            raise BadInput(f"{self.name}: runtime.quantize is not supported for HoloCine's DiTs yet; set quantize: none "
-                           "(runtime.offload: model or group lowers the memory instead)")
+            raise BadInput(f"{self.name}: runtime.quantize is not supported for HoloCine's DiTs yet; set "
+                           "quantize: none (runtime.offload: model or group lowers the memory instead)")
         if plan.width % MULTIPLE or plan.height % MULTIPLE:
             raise BadInput(f"cinema.yaml: resolution: {plan.width}x{plan.height} cannot be made by holocine, whose "
                            f"frames are multiples of {MULTIPLE} pixels a side (HoloCine trained at 832x480)")
@@ -144,7 +144,8 @@ class HolocineShots:
 
         dit = self.options.dit
         if not dit:
-            raise BadInput(f"{self.name}: video.options.dit names no HoloCine DiT files (only `model: tiny` runs without)")
+            raise BadInput(f"{self.name}: video.options.dit names no HoloCine DiT files "
+                           "(only `model: tiny` runs without)")
         folder = local_folder(dit)
         if folder is None:
             if hub_offline():

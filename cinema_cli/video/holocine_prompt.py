@@ -83,7 +83,8 @@ def text_windows(tokenizer, text: str, shots: int) -> PromptLayout:
     # and its mask keeps one token more.
     windows = [(min(owner[i]), max(owner[i]) + 2) for i in range(shots + 1)]
     tail = max(end for _, end in windows)
-    return PromptLayout(windows[0], tuple(windows[1:]), TEXT_TOKENS, ((tail, TEXT_TOKENS),) if tail < TEXT_TOKENS else ())
+    padding = ((tail, TEXT_TOKENS),) if tail < TEXT_TOKENS else ()
+    return PromptLayout(windows[0], tuple(windows[1:]), TEXT_TOKENS, padding)
 
 
 def shot_frames(requested: int) -> int:

@@ -13,7 +13,8 @@ frame, the keyframe's VAE latents), so the known frames sit at each shot's start
 the sequence. On top, each shot's first latent frame is anchored to its keyframe's latent
 through the prediction (`wan_model.anchor_prediction`), which holds for the real
 checkpoints' UniPC as for Euler, so each shot starts exactly on its keyframe (up to the
-VAE). VACE would also condition frames inside a sequence, but it is a separate model family; the mask/latent path works with the I2V checkpoints that the `wan` backend
+VAE). VACE would also condition frames inside a sequence, but it is a separate model family;
+the mask/latent path works with the I2V checkpoints that the `wan` backend
 already uses (and Wan2.2 A14B's two experts).
 
 Prompt parts are encoded separately (the global part, then each shot's), so a shot's
