@@ -337,3 +337,20 @@ def test_doctor_marks_keyframe_scene_experimental_and_checks_holocines_files(tmp
     data = cinema_json("doctor", cwd=root)
     assert len(data["experimental"]) == 1 and "EXPERIMENTAL" in data["experimental"][0]
     assert "old name of keyframe-scene" in cinema("doctor", cwd=root).stdout
+
+
+def test_bench_video_reports_each_model_and_variant(monkeypatch):
+    from cinema_cli.bench import video as bench
+
+    monkeypatch.setattr(bench, "NARROW", {**bench.NARROW, "num_layers": 1, "attention_head_dim": 16, "ffn_dim": 32})
+    monkeypatch.setattr(bench, "COMMON", {**bench.COMMON, "text_dim": 32})
+    monkeypatch.setattr(bench, "CPU_SIZE", (32, 32))
+    monkeypatch.setattr(bench, "SCENES", (2, 3))
+    report = bench.run_video_bench(repeats=1, steps=2)
+    labels = [(r["model"], r.get("variant"), r.get("shots")) for r in report["runs"]]
+    assert labels == [("wan", None, None), ("holocine", "full", 2), ("holocine", "sparse", 2),
+                      ("holocine", "full", 3), ("holocine", "sparse", 3)]
+    runs = report["runs"]
+    assert runs[2]["tflop_per_forward"] < runs[1]["tflop_per_forward"]  # sparse keeps fewer keys
+    assert all(r["seconds_per_forward"] > 0 and r["frames"] % 4 == 1 for r in runs)
+    assert set(report["sparse_speedup_vs_full"]) == {"2", "3"}
