@@ -146,3 +146,29 @@ def test_a_text_to_video_checkpoint_is_refused_by_wan(tmp_path, mode):
     plan = RenderPlan(width=SIZE, height=SIZE, fps=8, frames=(FRAMES,), runtime=RuntimeSettings(device="cpu"))
     with pytest.raises(BadInput, match=r"is a text-to-video model .*transformer/config.json.*in_channels 4"):
         backend.preflight(plan)
+
+
+def test_keyframe_scene_attends_with_its_scene_processors(tmp_path):
+    """The joint render goes through the scene attention: the same scene with diffusers'
+    plain processors put back comes out different."""
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    from cinema_cli.project.schema import RuntimeSettings
+    from cinema_cli.video.base import SceneRequest
+    from cinema_cli.video.scene import KeyframeSceneShots, SceneOptions
+    from cinema_cli.video.scene_denoise import denoise_scene
+
+    first, last, other = keyframes(tmp_path)
+    shots = tuple(ShotRequest(f"s0{i}", CAPTION, key, None, Framing.medium, Move.static, 5, 8, SIZE, SIZE, i,
+                              RuntimeSettings(device="cpu")) for i, key in enumerate((first, last, other)))
+    request = SceneRequest("pier", "a pier", "dawn", "", "flat", (("Ada", "woman in red"),), shots)
+    backend = KeyframeSceneShots(SceneOptions(model="tiny", steps=2, guidance=1.0))
+    pipe, _ = backend.model.pipeline(shots[0].runtime)
+
+    def run():
+        return np.concatenate(denoise_scene(pipe, request, backend._scene, 2, 1.0, "", 1, "sdpa",
+                                            lambda d, t: None, "keyframe-scene"))
+
+    joint = run()
+    pipe.transformer.set_attn_processor(WanAttnProcessor())
+    assert np.abs(joint - run()).max() > 1e-3
