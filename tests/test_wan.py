@@ -1,8 +1,10 @@
-"""The Wan backends end to end on the tiny preset, offline, on the CPU: a two-scene project
-renders with `wan` (i2v, then flf2v) and with `scene`; shots have Wan's 4k+1 frame counts at
-the project fps, the film assembles, each shot starts on its keyframe (within the VAE's
-own round-trip error, measured here), editing a shot of a scene redoes that scene only;
-bad input and missing weights are messages that change nothing on disk.
+"""The Wan backends end to end on the tiny preset (UniPC, as the real checkpoints), offline,
+on the CPU: a two-scene project renders with `wan` (i2v, then flf2v) and with
+`keyframe-scene`; shots have Wan's 4k+1 frame counts at the project fps, the film
+assembles, each keyframe-scene shot starts on its keyframe (within the VAE's own
+round-trip error, measured here), editing a shot of a scene redoes that scene only; bad
+input and missing weights are messages that change nothing on disk. What `wan` draws is
+checked against diffusers' pipeline in test_wan_parity.
 
 Each render test is self-contained (no shared rendered fixture), so `pytest -n 2` never
 renders the same thing on both workers.
@@ -133,9 +135,9 @@ def h264(frame: np.ndarray, path: Path) -> np.ndarray:
     return decode_first(path)
 
 
-def check_shots(root: Path, tmp: Path) -> None:
-    """Frame counts, rate and size of every shot and of the film; every shot starts on its
-    keyframe as closely as the VAE reproduces that keyframe at all.
+def check_shots(root: Path, tmp: Path, anchored: bool = False) -> None:
+    """Frame counts, rate and size of every shot and of the film; when `anchored`, every
+    shot starts on its keyframe as closely as the VAE reproduces that keyframe at all.
 
     The random tiny VAE reproduces pictures badly (tens of levels of error), so the sharp
     check is the first: the first frame *is* the keyframe's VAE round trip, through H.264
@@ -144,6 +146,8 @@ def check_shots(root: Path, tmp: Path) -> None:
     for shot_id, frames in FRAMES.items():
         info = probe(root / "shots" / f"{shot_id}.mp4")
         assert (info.frames, info.fps, info.width, info.height) == (frames, FPS, SIZE, SIZE), shot_id
+        if not anchored:
+            continue
         keyframe = root / "keyframes" / f"{shot_id}.png"
         key = np.asarray(Image.open(keyframe).convert("RGB"), dtype=np.float64)
         round_trip = vae_round_trip(pipe, keyframe)
@@ -179,13 +183,14 @@ def test_wan_i2v_then_flf2v(tmp_path):
 
 
 def test_scene_renders_jointly_and_an_edit_redoes_its_scene(tmp_path):
-    root = new_project(tmp_path, {"backend": "scene", "options": {"model": "tiny", "steps": 2, "guidance": 2.0}})
+    root = new_project(tmp_path, {"backend": "keyframe-scene",
+                                  "options": {"model": "tiny", "steps": 3, "guidance": 2.0}})
     reporter = Recorder()
     result = render(root, reporter)
     assert result.rebuilt.shots == list(FRAMES) and result.rebuilt.film
-    check_shots(root, tmp_path)
+    check_shots(root, tmp_path, anchored=True)  # on UniPC, the anchoring holds
     # One bar per scene group, with the joint denoising steps.
-    assert reporter.steps_of("scene hall (s01, s02)") == [(1, 2), (2, 2)]
+    assert reporter.steps_of("scene hall (s01, s02)") == [(1, 3), (2, 3), (3, 3)]
 
     # Edit s02's length: its whole scene (s01, s02) is stale and says why; the yard is not.
     board = yaml.safe_load((root / "storyboard.yaml").read_text())

@@ -35,6 +35,10 @@ class ShotLayout:
 
     bounds: tuple[int, ...]
     summary: tuple[int, ...]
+    # HoloCine's pattern: a shot's keys are its own tokens followed by the summary of every
+    # shot, its own included (so its own summary is there twice, as HoloCine's trained
+    # kernel concatenates them). False: the other shots' summaries only.
+    own_summary_again: bool = False
 
     def __post_init__(self) -> None:
         if len(self.bounds) != len(self.summary) + 1 or self.bounds[0] != 0:
@@ -44,11 +48,12 @@ class ShotLayout:
                 raise ValueError(f"shot {i}: summary of {size} tokens does not fit its tokens")
 
     @classmethod
-    def from_frames(cls, frames: Sequence[int], tokens_per_frame: int, summary_frames: int = 1) -> ShotLayout:
+    def from_frames(cls, frames: Sequence[int], tokens_per_frame: int, summary_frames: int = 1,
+                    own_summary_again: bool = False) -> ShotLayout:
         """Shots of `frames[i]` latent frames; each summarised by its first frames."""
         bounds = tuple(accumulate((f * tokens_per_frame for f in frames), initial=0))
         summary = tuple(min(summary_frames, f) * tokens_per_frame for f in frames)
-        return cls(bounds, summary)
+        return cls(bounds, summary, own_summary_again)
 
     @property
     def shots(self) -> int:
@@ -61,9 +66,16 @@ class ShotLayout:
     def run(self, shot: int) -> Run:
         return self.bounds[shot], self.bounds[shot + 1]
 
+    def summary_run(self, shot: int) -> Run:
+        return self.bounds[shot], self.bounds[shot] + self.summary[shot]
+
     def self_segments(self) -> list[Segment]:
         """Sparse inter-shot self-attention: a shot's tokens see all of their own shot and
-        the summaries of the others (their own summary is already inside their shot)."""
+        the summaries of the others (their own summary is already inside their shot; with
+        `own_summary_again`, it is repeated after them as HoloCine does)."""
+        if self.own_summary_again:
+            pool = tuple(self.summary_run(j) for j in range(self.shots))
+            return [Segment(self.run(i), (self.run(i), *pool)) for i in range(self.shots)]
         return [
             Segment(
                 self.run(i),
@@ -78,28 +90,40 @@ class ShotLayout:
 
 @dataclass(frozen=True)
 class PromptLayout:
-    """The text tokens: [0, global_length) is the global prompt, then shot i's prompt is
-    [shot_bounds[i], shot_bounds[i+1])."""
+    """The text tokens: the global prompt's run, each shot's run, and the runs every shot
+    sees besides (HoloCine: the zero padding), in a text sequence of `length` tokens."""
 
-    global_length: int
-    shot_bounds: tuple[int, ...]
+    global_run: Run
+    shot_runs: tuple[Run, ...]
+    length: int
+    shared: tuple[Run, ...] = ()
 
     @classmethod
     def from_lengths(cls, global_length: int, shot_lengths: Sequence[int]) -> PromptLayout:
-        return cls(global_length, tuple(accumulate(shot_lengths, initial=global_length)))
-
-    @property
-    def length(self) -> int:
-        return self.shot_bounds[-1]
+        """The parts one after another: the global prompt, then each shot's."""
+        bounds = tuple(accumulate(shot_lengths, initial=global_length))
+        return cls((0, global_length), tuple(zip(bounds[:-1], bounds[1:])), bounds[-1])
 
     def window_segments(self, shots: ShotLayout) -> list[Segment]:
-        """Window cross-attention: shot i's video tokens see the global prompt and shot i's."""
-        if len(self.shot_bounds) - 1 != shots.shots:
-            raise ValueError(f"{len(self.shot_bounds) - 1} shot prompts for {shots.shots} shots")
+        """Window cross-attention: shot i's video tokens see the global prompt, shot i's
+        prompt and the shared runs (each text token once, where runs overlap)."""
+        if len(self.shot_runs) != shots.shots:
+            raise ValueError(f"{len(self.shot_runs)} shot prompts for {shots.shots} shots")
         return [
-            Segment(shots.run(i), ((0, self.global_length), (self.shot_bounds[i], self.shot_bounds[i + 1])))
+            Segment(shots.run(i), merge_runs((self.global_run, self.shot_runs[i], *self.shared)))
             for i in range(shots.shots)
         ]
+
+
+def merge_runs(runs: Sequence[Run]) -> tuple[Run, ...]:
+    """The union of the runs, as sorted disjoint runs."""
+    merged: list[list[int]] = []
+    for start, end in sorted(r for r in runs if r[1] > r[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return tuple((start, end) for start, end in merged)
 
 
 def local_segments(segments: Sequence[Segment], start: int, end: int) -> list[Segment]:

@@ -35,6 +35,8 @@ class SceneAttention:
     shots: ShotLayout | None = None
     prompts: PromptLayout | None = None  # None: this pass has a plain prompt (full cross-attention)
     kernel: str = "auto"
+    # False: self-attention stays dense over the whole scene (HoloCine's full-attention model).
+    sparse_self: bool = True
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -115,7 +117,7 @@ class ShotSelfAttnProcessor(_SceneProcessor):
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         shots = self.scene.shots
-        if shots is None or shots.shots == 1 or attention_mask is not None:
+        if shots is None or shots.shots == 1 or not self.scene.sparse_self or attention_mask is not None:
             return self._hand_over(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         query, key, value = self._project(attn, hidden_states, None, rotary_emb)
         start = self._local_start(query.shape[1], shots.length)

@@ -1,4 +1,5 @@
-"""Commands about the machine and its models: `cinema doctor`, `cinema bench keyframes`.
+"""Commands about the machine and its models: `cinema doctor`, `cinema bench keyframes`,
+`cinema bench video`.
 Thin, like the rest of the CLI: parse, call the library, print."""
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def _print_report(data: dict) -> None:
     for row in data["weights"]:
         state = "[green]present[/]" if row["present"] else "[yellow]not downloaded[/]"
         say(f"[bold]weights[/]  {row['stage']} ({row['backend']}): {escape(row['model'])} {state}")
+    for line in data.get("experimental", []):
+        say(f"[bold]note[/]     [yellow]{escape(line)}[/]")
     for name, present in data["api_keys"].items():
         say(f"[bold]api key[/]  {name}: {'set' if present else 'not set'}")
     for run in data.get("smoke", []):
@@ -109,6 +112,29 @@ def bench_keyframes(
     output.out.print(f"ratio vs history 0: {report['ratio_vs_history_0']}  (target: {report['target']})", markup=False)
 
 
+def bench_video(
+    repeats: int = typer.Option(3, min=1, help="Timed forwards per row after a warm-up; the fastest counts."),
+    steps: int = typer.Option(40, min=1, help="Denoising steps a clip takes (for seconds per clip)."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Seconds and peak memory of one transformer forward for a wan shot (81 frames) and a
+    holocine scene (5 and 13 shots, full vs sparse), at Wan2.2 A14B's shape on a GPU (with
+    TFLOP/s and MFU), on a narrowed model on a CPU."""
+    from cinema_cli.bench.video import run_video_bench
+
+    report = run_video_bench(repeats, steps)
+    if json_mode:
+        output.print_json(report)
+        return
+    for run in report["runs"]:
+        label = run["model"] + (f" {run['variant']} {run['shots']} shots" if run["model"] == "holocine" else "")
+        mfu = f"  MFU {run['mfu']}" if run.get("mfu") is not None else ""
+        output.out.print(f"{label:>26}  {run['video_tokens']:>7} tokens  {run['seconds_per_forward']:.4f} s/forward  "
+                         f"{run['peak_gib']} GiB{mfu}", markup=False)
+    output.out.print(f"sparse vs full: {report['sparse_speedup_vs_full']}", markup=False)
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     app.command()(doctor)
     bench_app.command("keyframes")(bench_keyframes)
+    bench_app.command("video")(bench_video)

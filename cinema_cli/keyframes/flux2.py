@@ -8,10 +8,15 @@ sidecar lists exactly what the model saw. How references are encoded and attende
 the reference K/V cache, is `flux2_denoise`. The noise comes from the shot's seed.
 
 `model` is a Hugging Face id, a local folder holding a diffusers FLUX.2 klein pipeline, or
-`tiny` (random weights, offline: tests and `cinema doctor --smoke`). `references: auto`
-caches the references' K/V (`kv`) on checkpoints trained for it (the klein KV ones) and on
-the tiny preset, and attends them jointly at every step (`joint`) on the others, as they
-were trained.
+a tiny preset (random weights, offline: tests and `cinema doctor --smoke`): `tiny` (klein,
+distilled), `tiny-kv` (klein KV) or `tiny-base` (klein base, guided). `references: auto`
+caches the references' K/V (`kv`) on checkpoints trained for it (the klein KV ones) and
+attends them jointly at every step (`joint`) on the others, as they were trained.
+
+Steps and guidance default to what the checkpoint was made for: its config says whether
+it is step-distilled (klein KV checkpoints all are); distilled ones run 4 steps without
+guidance, base ones 50 steps with guidance 4.0, as diffusers' examples for them do.
+cinema.yaml's `steps:` / `guidance:` override either.
 
 torch and diffusers are imported only when a keyframe is drawn or checked: choosing the
 backend, validating its options or reading `cinema status` must not pay for them.
@@ -37,7 +42,7 @@ from cinema_cli.project.schema import RuntimeSettings
 from cinema_cli.runtime.loading import apply_profile, hub_offline, load_pretrained, local_folder, missing_weights
 from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size, out_of_memory_is_a_message
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
-from cinema_cli.runtime.tiny import TINY, build_tiny
+from cinema_cli.runtime.tiny import build_tiny, is_tiny, tiny_kind
 from cinema_cli.runtime.torch_compat import prepare_torch
 
 DEFAULT_MODEL = "black-forest-labs/FLUX.2-klein-4B"
@@ -49,10 +54,11 @@ PIXELS_PER_TOKEN = 16  # 8x VAE, then 2x2 patches
 
 class Flux2Options(BaseModel, extra="forbid"):
     model: str = DEFAULT_MODEL
-    # klein's distilled checkpoints are made for 4 steps; base checkpoints want ~50.
-    steps: int = Field(4, ge=1, le=200)
-    # Classifier-free guidance for base checkpoints (e.g. 4.0); distilled ones ignore it. 1 = off.
-    guidance: float = Field(1.0, ge=1.0, le=20.0)
+    # Empty: the checkpoint's own (distilled: 4, base: 50).
+    steps: int | None = Field(None, ge=1, le=200)
+    # Classifier-free guidance; distilled checkpoints ignore it. 1 = off. Empty: the
+    # checkpoint's own (distilled: off, base: 4.0).
+    guidance: float | None = Field(None, ge=1.0, le=20.0)
     references: Literal["auto", "kv", "joint"] = "auto"
 
 
@@ -71,7 +77,8 @@ class Flux2Keyframes:
         FLUX.2 klein pipeline in them, and (on CUDA) enough free memory."""
         runtime, notices = resolve_runtime(plan.runtime, self.name, PREVIZ)
         model = self.options.model
-        if model == TINY:
+        if is_tiny(model):
+            _tiny_kind(model)
             if runtime.quantize != "none":
                 notices.append(f"{self.name}: the tiny preset is not quantized "
                                "(runtime.quantize applies to pretrained weights)")
@@ -89,13 +96,14 @@ class Flux2Keyframes:
         return notices
 
     def render(self, request: KeyframeRequest, progress: StepProgress) -> Image.Image:
-        from cinema_cli.keyframes.flux2_denoise import Job, generate
+        from cinema_cli.keyframes.flux2_denoise import Job, checkpoint_defaults, generate
 
         pipe, runtime = self._pipeline(request.runtime)
         refs = tuple((_open(frame.path, frame.shot, self.name), frame.size) for frame in request.context)
+        steps, guidance = checkpoint_defaults(pipe, self.options.steps, self.options.guidance)
         job = Job(
             prompt=keyframe_prompt(request), references=refs, width=request.width, height=request.height,
-            steps=self.options.steps, guidance=self.options.guidance, seed=request.seed, mode=self._mode(pipe),
+            steps=steps, guidance=guidance, seed=request.seed, mode=self._mode(pipe),
         )
         with out_of_memory_is_a_message(runtime, self.name, f"keyframe {request.shot_id}"):
             pixels = generate(pipe, job, progress)
@@ -104,8 +112,7 @@ class Flux2Keyframes:
     def _mode(self, pipe) -> str:
         if self.options.references != "auto":
             return self.options.references
-        kv = self.options.model == TINY or type(pipe).__name__ == "Flux2KleinKVPipeline"
-        return "kv" if kv else "joint"
+        return "kv" if type(pipe).__name__ == "Flux2KleinKVPipeline" else "joint"
 
     def _pipeline(self, settings: RuntimeSettings) -> tuple[object, Runtime]:
         """The loaded pipeline and the runtime it runs with (loaded on first use, kept for the run)."""
@@ -118,8 +125,8 @@ class Flux2Keyframes:
         from cinema_cli.keyframes.flux2_denoise import use_kv_processors
 
         model = self.options.model
-        if model == TINY:
-            pipe = build_tiny("flux2")
+        if is_tiny(model):
+            pipe = build_tiny("flux2", kind=_tiny_kind(model))
             use_kv_processors(pipe.transformer)
             if pipe.transformer.dtype != runtime.torch_dtype:  # built in float32
                 pipe.to(dtype=runtime.torch_dtype)
@@ -136,6 +143,15 @@ class Flux2Keyframes:
         _klein(type(pipe).__name__, model)
         use_kv_processors(pipe.transformer)
         return pipe
+
+
+def _tiny_kind(model: str) -> str:
+    from cinema_cli.runtime.tiny_flux2 import KINDS
+
+    kind = tiny_kind(model, "klein")
+    if kind not in KINDS:
+        raise BadInput(f"keyframes.options.model: {model} is not a tiny preset; use tiny, tiny-kv or tiny-base")
+    return kind
 
 
 def planned_tokens(width: int, height: int) -> int:

@@ -35,6 +35,10 @@ from cinema_cli.keyframes.base import StepProgress
 # klein reads the Qwen3 hidden states after these layers of its 36-layer encoders; an
 # encoder of another depth (the tiny preset's) is read at the same relative depths.
 KLEIN_TEXT_LAYERS, KLEIN_TEXT_DEPTH = (9, 18, 27), 36
+# (steps, guidance) a checkpoint is made for, by whether it is step-distilled (as
+# diffusers' klein examples run them).
+DISTILLED_DEFAULTS = (4, 1.0)
+BASE_DEFAULTS = (50, 4.0)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,13 @@ def distilled(pipe) -> bool:
     """Step-distilled checkpoints ignore guidance. The KV pipeline has no such flag: its
     checkpoints are all distilled."""
     return bool(getattr(pipe.config, "is_distilled", True))
+
+
+def checkpoint_defaults(pipe, steps: int | None, guidance: float | None) -> tuple[int, float]:
+    """The steps and guidance to run: cinema.yaml's where set, else what the checkpoint
+    was made for, by its config's `is_distilled`."""
+    own_steps, own_guidance = DISTILLED_DEFAULTS if distilled(pipe) else BASE_DEFAULTS
+    return (own_steps if steps is None else steps), (own_guidance if guidance is None else guidance)
 
 
 def _pixels(image: Image.Image, height: int, width: int) -> torch.Tensor:
@@ -172,17 +183,20 @@ def generate(pipe, job: Job, progress: StepProgress) -> np.ndarray:
             progress(index + 1, len(timesteps))
     finally:
         denoiser.close()
-    image = _decode(pipe, latents, latent_ids, job.height, job.width)
+    image = _decode(pipe, latents, job.height, job.width)
     pipe.maybe_free_model_hooks()
     return image
 
 
-def _decode(pipe, latents, latent_ids, height: int, width: int) -> np.ndarray:
+def _decode(pipe, latents, height: int, width: int) -> np.ndarray:
     from diffusers.utils.torch_utils import get_module_execution_device
 
     vae = pipe.vae
     side = pipe.vae_scale_factor * 2  # pixels per packed token
-    latents = pipe._unpack_latents_with_ids(latents, latent_ids, height // side, width // side)
+    # prepare_latents packs the grid row-major (its ids count rows, then columns), so the
+    # tokens unpack by a reshape. (The klein pipelines' own unpack helpers differ in arity.)
+    tokens_high, tokens_wide = height // side, width // side
+    latents = latents.reshape(latents.shape[0], tokens_high, tokens_wide, -1).permute(0, 3, 1, 2)
     mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latents)
     std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latents)
     latents = pipe._unpatchify_latents(latents * std + mean)

@@ -38,7 +38,7 @@ class ShotStage:
         """The shots the backend renders together: one each, or whole scenes for a group backend."""
         if not isinstance(self.shot_backend, GroupShotBackend):
             return [[shot] for shot in board.shots]
-        return [[board.shots[board.index(i)] for i in ids] for ids in self.shot_backend.groups(board)]
+        return [[board.shots[board.index(i)] for i in ids] for ids in self.shot_backend.groups(board, self.frames_of)]
 
     def _group_of(self, board: Storyboard, shot: Shot) -> list[Shot] | None:
         if not isinstance(self.shot_backend, GroupShotBackend):

@@ -17,7 +17,7 @@ from cinema_cli.assemble.ffmpeg import ffmpeg_exe
 from cinema_cli.project.schema import CinemaConfig
 from cinema_cli.runtime.backends import default_model
 from cinema_cli.runtime.loading import local_folder
-from cinema_cli.runtime.tiny import TINY
+from cinema_cli.runtime.tiny import is_tiny
 
 GiB = 1024**3
 # accelerate loads pretrained weights and does the model and sequential offload.
@@ -77,6 +77,8 @@ def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
     """(stage, backend, model id or folder) for each pretrained model the settings name.
     `auto` names the GPU backend's default weights: the ones it looks for."""
     from cinema_cli.keyframes.flux2 import DEFAULT_MODEL as FLUX2
+    from cinema_cli.video.holocine import DEFAULT_DIT as HOLOCINE_DIT
+    from cinema_cli.video.holocine import DEFAULT_MODEL as HOLOCINE
     from cinema_cli.video.scene import DEFAULT_MODEL as SCENE
     from cinema_cli.video.wan import DEFAULT_MODELS as WAN
 
@@ -90,11 +92,15 @@ def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
         wanted.append(("video", "auto", default_model("video")))
     elif video.backend == "wan":
         wanted.append(("video", "wan", video.options.get("model") or WAN[video.options.get("mode", "i2v")]))
-    elif video.backend == "scene":
-        wanted.append(("video", "scene", video.options.get("model") or SCENE))
+    elif video.backend in ("keyframe-scene", "scene"):
+        wanted.append(("video", video.backend, video.options.get("model") or SCENE))
+    elif video.backend == "holocine":
+        wanted.append(("video", "holocine", video.options.get("model") or HOLOCINE))
+        if video.options.get("dit", HOLOCINE_DIT):
+            wanted.append(("video", "holocine DiTs", video.options.get("dit", HOLOCINE_DIT)))
     if story.backend == "local" and story.options.get("model_path"):
         wanted.append(("story", "local", str(story.options["model_path"])))
-    return [w for w in wanted if w[2] != TINY]
+    return [w for w in wanted if not is_tiny(w[2])]
 
 
 def weights(config: CinemaConfig) -> list[dict]:
@@ -104,6 +110,19 @@ def weights(config: CinemaConfig) -> list[dict]:
         rows.append({"stage": stage, "backend": backend, "model": model, "present": folder is not None,
                      "folder": str(folder) if folder else None})
     return rows
+
+
+# Backends that run but are not yet what they aim to be, and why.
+EXPERIMENTAL = {
+    "keyframe-scene": "EXPERIMENTAL: HoloCine's attention applied zero-shot to a stock Wan I2V model (never trained "
+                      "with it), so shots may drift or blend; `video: holocine` is HoloCine's trained model",
+}
+EXPERIMENTAL["scene"] = EXPERIMENTAL["keyframe-scene"] + " (`scene` is the old name of keyframe-scene)"
+
+
+def experimental(config: CinemaConfig) -> list[str]:
+    return [f"video.backend: {config.video.backend}: {EXPERIMENTAL[config.video.backend]}"] \
+        if config.video.backend in EXPERIMENTAL else []
 
 
 def api_keys() -> dict[str, bool]:
@@ -123,4 +142,5 @@ def report(config: CinemaConfig, project: str | None) -> dict:
         "packages": packages(),
         "weights": weights(config),
         "api_keys": api_keys(),
+        "experimental": experimental(config),
     }

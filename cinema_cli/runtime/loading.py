@@ -40,9 +40,9 @@ def missing_weights(model: str, who: str) -> BackendError:
     )
 
 
-def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str):
+def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str, **components):
     """`pipeline_cls.from_pretrained(model)` with the profile's dtype and quantization,
-    then the profile applied."""
+    then the profile applied. `components` replace the folder's own (already loaded)."""
     from cinema_cli.runtime.torch_compat import prepare_torch
 
     if importlib.util.find_spec("accelerate") is None:
@@ -64,7 +64,7 @@ def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str):
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        pipe = pipeline_cls.from_pretrained(model, **kwargs)
+        pipe = pipeline_cls.from_pretrained(model, **kwargs, **components)
     except (OSError, ValueError) as err:
         if local_folder(model) is None and hub_offline():
             raise missing_weights(model, who) from None

@@ -18,6 +18,8 @@ from typing import Any
 from cinema_cli.runtime.torch_compat import prepare_torch
 
 TINY = "tiny"
+# `model:` values that build a tiny preset: `tiny`, or `tiny-<kind>` for a preset's other kinds.
+TINY_PREFIX = "tiny-"
 # T5's special tokens and ids: pad 0, end of sequence 1, unknown 2.
 T5_SPECIALS = ("<pad>", "</s>", "<unk>")
 
@@ -34,6 +36,15 @@ def tiny_preset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
         return builder
 
     return register
+
+
+def is_tiny(model: str | None) -> bool:
+    return model is not None and (model == TINY or model.startswith(TINY_PREFIX))
+
+
+def tiny_kind(model: str, default: str) -> str:
+    """The preset kind a `model:` value names: `tiny` -> default, `tiny-kv` -> kv."""
+    return default if model == TINY else model[len(TINY_PREFIX):]
 
 
 def build_tiny(name: str, **kwargs: Any) -> Any:

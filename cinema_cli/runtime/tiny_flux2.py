@@ -1,5 +1,9 @@
-"""The tiny FLUX.2 klein preset: diffusers' Flux2KleinPipeline with a small
+"""The tiny FLUX.2 klein presets: diffusers' klein pipelines with a small
 Flux2Transformer2DModel, AutoencoderKLFlux2 and Qwen3 text encoder, random weights.
+
+Three kinds, as the released checkpoints come: `klein` (Flux2KleinPipeline, step-distilled),
+`kv` (Flux2KleinKVPipeline, distilled, trained for the reference K/V cache) and `base`
+(Flux2KleinPipeline with `is_distilled: false`: many steps and classifier-free guidance).
 
 The shapes keep what the real klein code depends on: the VAE compresses 8x (four blocks),
 its latents are patchified 2x2 (so the transformer reads 4 x latent channels), the text
@@ -30,12 +34,18 @@ QWEN_MARKERS = ("<|im_start|>", "<|im_end|>")
 MODULATION_GAIN = 30.0
 
 
+KINDS = ("klein", "kv", "base")
+
+
 @tiny_preset("flux2")
-def tiny_flux2(seed: int = 0, transformer=None):
-    """The tiny pipeline; `transformer` replaces its denoiser (the bench passes a
+def tiny_flux2(seed: int = 0, transformer=None, kind: str = "klein"):
+    """The tiny pipeline of `kind`; `transformer` replaces its denoiser (the bench passes a
     klein-shaped one, whose joint attention width must be 3 x TEXT_WIDTH)."""
     prepare_torch()
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinKVPipeline, Flux2KleinPipeline
+
+    if kind not in KINDS:
+        raise ValueError(f"tiny flux2 kind must be one of {', '.join(KINDS)}, not {kind!r}")
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     with seeded(seed):
@@ -54,10 +64,11 @@ def tiny_flux2(seed: int = 0, transformer=None):
             transformer = _tiny_transformer()
     # FLUX.2's scheduler: flow matching with the shift chosen from the image's token count.
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
-    return Flux2KleinPipeline(
-        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
-        is_distilled=True,
-    )
+    parts = {"scheduler": scheduler, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
+             "transformer": transformer}
+    if kind == "kv":
+        return Flux2KleinKVPipeline(**parts)
+    return Flux2KleinPipeline(**parts, is_distilled=kind == "klein")
 
 
 def _tiny_transformer():

@@ -9,7 +9,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from cinema_cli.project.schema import Framing, Move, RuntimeSettings, Storyboard
+from cinema_cli.project.schema import Framing, Move, RuntimeSettings, Shot, Storyboard
 from cinema_cli.registry import Registry
 
 StepProgress = Callable[[int, int], None]
@@ -110,8 +110,9 @@ class Preflight(Protocol):
 class GroupShotBackend(Protocol):
     """A backend that renders several shots at once (a scene, jointly)."""
 
-    def groups(self, board: Storyboard) -> list[list[str]]:
-        """The shot ids rendered together, in storyboard order; every shot in exactly one."""
+    def groups(self, board: Storyboard, frames_of: Callable[[Shot], int]) -> list[list[str]]:
+        """The shot ids rendered together, in storyboard order; every shot in exactly one.
+        `frames_of` is each shot's frame count (for backends with a frame budget)."""
         ...
 
     def render_group(
@@ -123,5 +124,6 @@ class GroupShotBackend(Protocol):
 
 shot_backends: Registry[ShotBackend] = Registry(
     "video",
-    {"animatic": "cinema_cli.video.animatic", "wan": "cinema_cli.video.wan", "scene": "cinema_cli.video.scene"},
+    {"animatic": "cinema_cli.video.animatic", "wan": "cinema_cli.video.wan", "holocine": "cinema_cli.video.holocine",
+     "keyframe-scene": "cinema_cli.video.scene", "scene": "cinema_cli.video.scene"},
 )

@@ -1,5 +1,11 @@
-"""The `scene` shot backend (HoloCine): all shots of a scene denoised together by one Wan
-image-to-video model, then split back into one MP4 per shot.
+"""The `keyframe-scene` shot backend (EXPERIMENTAL): all shots of a scene denoised
+together by one stock Wan image-to-video model, each shot anchored to its keyframe, then
+split back into one MP4 per shot.
+
+It borrows HoloCine's attention pattern (window cross-attention, sparse inter-shot
+self-attention) zero-shot: the I2V checkpoints were never trained with it, so shots may
+drift or blend until a trained adapter exists. HoloCine's own released model is the
+`holocine` backend. (`scene` is the old name of this backend and still works.)
 
 A scene here is a run of consecutive storyboard shots with the same `scene:`; the
 pipeline renders such a group at once, and an edit to any of its shots makes the whole
@@ -30,8 +36,8 @@ class SceneOptions(WanOptions):
 
 
 @shot_backends.register
-class SceneShots:
-    name = "scene"
+class KeyframeSceneShots:
+    name = "keyframe-scene"
     version = "1"
     Options = SceneOptions
     # Shots join inside a scene by being denoised together, not by a last frame.
@@ -53,7 +59,7 @@ class SceneShots:
     def frames_for(self, requested: int) -> int:
         return snap_frames(requested)
 
-    def groups(self, board: Storyboard) -> list[list[str]]:
+    def groups(self, board: Storyboard, frames_of=None) -> list[list[str]]:
         """Consecutive shots of the same scene."""
         groups: list[list[str]] = []
         for index, shot in enumerate(board.shots):
@@ -81,3 +87,11 @@ class SceneShots:
             )
         for shot, out, video in zip(request.shots, outs, videos):
             write_video(video, out, shot.fps, encode, shot.frames, self.name)
+
+
+@shot_backends.register
+class SceneShots(KeyframeSceneShots):
+    """The old name, kept for cinema.yaml files that say `backend: scene` (their recipes
+    keep naming it, so their shots stay current)."""
+
+    name = "scene"

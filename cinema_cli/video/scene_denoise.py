@@ -1,4 +1,5 @@
-"""Denoising the shots of one scene jointly (HoloCine) on a Wan image-to-video model.
+"""Denoising the shots of one scene jointly (keyframe-scene, experimental) on a Wan
+image-to-video model.
 
 The scene is one latent video: each shot's latent frames in turn (a shot of 4k+1 frames
 is k+1 latent frames, its first latent holding its first frame alone, as Wan's causal
@@ -10,14 +11,18 @@ Conditioning: Wan's image-to-video mask/latent channels. For each shot, the cond
 what the I2V pipeline builds for a clip starting on its keyframe (mask 1 on the first
 frame, the keyframe's VAE latents), so the known frames sit at each shot's start, inside
 the sequence. On top, each shot's first latent frame is anchored to its keyframe's latent
-along the noise schedule (`wan_model.anchor`), so each shot starts exactly on its keyframe
-(up to the VAE). VACE would also condition frames inside a sequence, but it is a separate
-model family; the mask/latent path works with the I2V checkpoints that the `wan` backend
+through the prediction (`wan_model.anchor_prediction`), which holds for the real
+checkpoints' UniPC as for Euler, so each shot starts exactly on its keyframe (up to the
+VAE). VACE would also condition frames inside a sequence, but it is a separate model family;
+the mask/latent path works with the I2V checkpoints that the `wan` backend
 already uses (and Wan2.2 A14B's two experts).
 
 Prompt parts are encoded separately (the global part, then each shot's), so a shot's
-text embedding does not depend on another shot's prompt; window cross-attention then
-keeps each shot's video tokens to the global part and its own.
+text embedding does not depend on another shot's prompt, and zero-padded to Wan's 512
+tokens as Wan pads every prompt (its cross-attention has no mask, so the padding tokens
+are keys the model was trained with); window cross-attention keeps each shot's video
+tokens to the global part, its own and the padding. The negative prompt is encoded as
+Wan encodes it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from cinema_cli.attention.layout import PromptLayout, ShotLayout
 from cinema_cli.attention.processors import SceneAttention
 from cinema_cli.errors import BadInput
 from cinema_cli.video.base import SceneRequest, StepProgress
-from cinema_cli.video.wan_model import anchor, latent_frames, prompt_text, read_image
+from cinema_cli.video.prompting import shot_prompt
+from cinema_cli.video.wan_model import anchor_prediction, decode, latent_frames, on_path, read_image
+
+TEXT_TOKENS = 512  # Wan pads every prompt to this many tokens
 
 
 def global_prompt(request: SceneRequest) -> str:
@@ -45,8 +53,8 @@ def global_prompt(request: SceneRequest) -> str:
 
 
 def encode_parts(pipe, texts: list[str], device, dtype) -> tuple[torch.Tensor, list[int]]:
-    """Each text encoded on its own and cut to its real tokens, all joined in order:
-    (1, total tokens, width), and each part's length."""
+    """Each text encoded on its own and cut to its real tokens, all joined in order and
+    zero-padded to 512 tokens: (1, 512, width), and each part's length."""
     tokens = pipe.tokenizer(
         texts, padding="longest", max_length=512, truncation=True, add_special_tokens=True,
         return_attention_mask=True, return_tensors="pt",
@@ -54,8 +62,12 @@ def encode_parts(pipe, texts: list[str], device, dtype) -> tuple[torch.Tensor, l
     mask = tokens.attention_mask
     hidden = pipe.text_encoder(tokens.input_ids.to(device), mask.to(device)).last_hidden_state
     lengths = [int(n) for n in mask.sum(dim=1)]
-    parts = [hidden[i, :n] for i, n in enumerate(lengths)]
-    return torch.cat(parts)[None].to(dtype), lengths
+    joined = torch.cat([hidden[i, :n] for i, n in enumerate(lengths)])
+    if len(joined) > TEXT_TOKENS:
+        raise BadInput(f"the scene's prompts are {len(joined)} tokens; the model reads {TEXT_TOKENS}: shorten them")
+    padded = torch.zeros((1, TEXT_TOKENS, joined.shape[1]), dtype=joined.dtype, device=joined.device)
+    padded[0, : len(joined)] = joined
+    return padded.to(dtype), lengths
 
 
 def check_model(pipe, who: str) -> None:
@@ -103,22 +115,28 @@ def denoise_scene(
         starts = np.cumsum([0, *frames])
         # Each shot's clean first latent is its keyframe's: the condition's latent channels there.
         mask_channels = pipe.vae_scale_factor_temporal
-        anchors = [(int(s), condition[:, mask_channels:, s:s + 1], latents[:, :, s:s + 1].clone()) for s in starts[:-1]]
+        anchors = [(int(s), condition[:, mask_channels:, s:s + 1]) for s in starts[:-1]]
 
-        texts = [global_prompt(request)] + [prompt_text(s.caption) for s in request.shots]
+        texts = [global_prompt(request)] + [shot_prompt(s.caption, s.framing, s.move) for s in request.shots]
         prompt, lengths = encode_parts(pipe, texts, device, model_dtype)
         negative = None
         if guidance > 1.0:
-            negative, _ = encode_parts(pipe, [negative_prompt], device, model_dtype)
+            negative, _ = pipe.encode_prompt(negative_prompt, do_classifier_free_guidance=False,
+                                             max_sequence_length=TEXT_TOKENS, device=device, dtype=model_dtype)
 
         _, patch_h, patch_w = pipe.transformer.config.patch_size
         lat_h, lat_w = latents.shape[-2:]
         scene.shots = ShotLayout.from_frames(frames, (lat_h // patch_h) * (lat_w // patch_w), summary_frames)
         scene.kernel = kernel
-        prompts = PromptLayout.from_lengths(lengths[0], lengths[1:])
+        parts = PromptLayout.from_lengths(lengths[0], lengths[1:])
+        prompts = PromptLayout(parts.global_run, parts.shot_runs, TEXT_TOKENS, ((parts.length, TEXT_TOKENS),))
 
         scheduler = pipe.scheduler
         scheduler.set_timesteps(steps, device=device)
+        # Each shot's first frame starts on its path to the keyframe's latent.
+        for start, clean in anchors:
+            first = latents[:, :, start:start + 1]
+            latents[:, :, start:start + 1] = on_path(clean.to(first), first, float(scheduler.sigmas[0]))
         boundary = None
         if pipe.config.boundary_ratio is not None:  # Wan2.2 A14B: a second expert for low noise
             boundary = pipe.config.boundary_ratio * scheduler.config.num_train_timesteps
@@ -135,20 +153,11 @@ def denoise_scene(
                     unconditional = model(hidden_states=inputs, timestep=timestep, encoder_hidden_states=negative,
                                           return_dict=False)[0]
                     prediction = unconditional + guidance * (prediction - unconditional)
+                sigma = float(scheduler.sigmas[index])
+                for start, clean in anchors:
+                    prediction = anchor_prediction(prediction, latents, start, clean, sigma)
                 latents = scheduler.step(prediction, t, latents, return_dict=False)[0]
-                sigma = float(scheduler.sigmas[scheduler.step_index])
-                for start, clean, noise in anchors:
-                    latents = anchor(latents, start, clean.to(latents), noise.to(latents), sigma)
                 progress(index + 1, steps)
         finally:
             scene.shots = scene.prompts = None
         return [decode(pipe, latents[:, :, a:b]) for a, b in zip(starts[:-1], starts[1:])]
-
-
-def decode(pipe, latents: torch.Tensor) -> np.ndarray:
-    """One shot's latents to its frames in [0, 1], as the Wan pipelines decode."""
-    vae = pipe.vae
-    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
-    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
-    video = vae.decode((latents * std + mean).to(vae.dtype), return_dict=False)[0]
-    return pipe.video_processor.postprocess_video(video, output_type="np")[0]

@@ -10,8 +10,13 @@ Modes:
 
 Wan makes 4k+1 frames; `frames_for` snaps each shot's duration x fps to the nearest such
 count, and the pipeline takes that as the shot's length everywhere (status, film, probes).
-The first frame is pinned to the keyframe's latent (`wan_model.anchor`), so it is the
-keyframe up to the VAE's round trip.
+
+The shot is exactly what diffusers' WanImageToVideoPipeline makes of the keyframe (and
+the last frame), conditioned as the checkpoints were trained: through the I2V mask and
+latent channels (or TI2V's clean first latent). Nothing is pinned along the schedule:
+the real checkpoints' UniPC solver rebuilds each sample from its own history, so a
+sample edited between steps would be dropped, and the models reproduce the frames they
+are given. The prompt is the caption with the storyboard's camera directive in words.
 """
 
 from __future__ import annotations
@@ -19,19 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 from cinema_cli.video.base import EncodeSettings, RenderPlan, ShotRequest, StepProgress, shot_backends
-from cinema_cli.video.wan_model import (
-    WanModel,
-    WanOptions,
-    anchor,
-    clean_first_latent,
-    latent_frames,
-    prompt_text,
-    read_image,
-    snap_frames,
-    write_video,
-)
+from cinema_cli.video.prompting import shot_prompt
+from cinema_cli.video.wan_model import WanModel, WanOptions, latent_frames, read_image, snap_frames, write_video
 
 DEFAULT_MODELS = {
     "i2v": "Wan-AI/Wan2.1-I2V-14B-480P-diffusers",
@@ -72,6 +70,11 @@ class WanShots:
         return notices
 
     def render(self, request: ShotRequest, out: Path, encode: EncodeSettings, progress: StepProgress) -> None:
+        video = self.frames(request, progress)
+        write_video(video, out, request.fps, encode, request.frames, self.name)
+
+    def frames(self, request: ShotRequest, progress: StepProgress) -> np.ndarray:
+        """The shot's frames in [0, 1], (frames, height, width, 3)."""
         import torch
 
         pipe, runtime = self.model.pipeline(request.runtime)
@@ -81,43 +84,27 @@ class WanShots:
         if self.options.mode == "flf2v" and request.next_keyframe is not None:
             last = read_image(request.next_keyframe, *size, self.name)
         steps = self.options.steps
-
-        # The noise is drawn here, from the shot's seed on the CPU (the same on any device),
-        # so the anchoring below knows the first frame's noise.
+        # The noise is drawn from the shot's seed on the CPU: the same shot on any device.
         shape = (1, pipe.vae.config.z_dim, latent_frames(request.frames),
                  request.height // pipe.vae_scale_factor_spatial, request.width // pipe.vae_scale_factor_spatial)
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(request.seed))
-        noise = noise.to(pipe._execution_device)
-        # TI2V pins the first latent frame itself (expand_timesteps); the others are anchored.
-        clean = None
-        if not pipe.config.expand_timesteps:
-            pixels = pipe.video_processor.preprocess(image, height=request.height, width=request.width)
-            with torch.no_grad():
-                clean = clean_first_latent(pipe, pixels)
 
         def step_done(pipe, index: int, timestep, tensors: dict) -> dict:
-            latents = tensors["latents"]
-            if clean is not None:
-                sigma = float(pipe.scheduler.sigmas[pipe.scheduler.step_index])
-                latents = anchor(latents.clone(), 0, clean.to(latents), noise[:, :, :1].to(latents), sigma)
             progress(index + 1, steps)
-            return {"latents": latents}
+            return {}
 
         with out_of_memory_is_a_message(runtime, self.name, f"shot {request.shot_id}"):
-            video = pipe(
+            return pipe(
                 image=image,
                 last_image=last,
-                prompt=prompt_text(request.caption),
+                prompt=shot_prompt(request.caption, request.framing, request.move),
                 negative_prompt=self.options.negative_prompt,
                 height=request.height,
                 width=request.width,
                 num_frames=request.frames,
                 num_inference_steps=steps,
                 guidance_scale=self.options.guidance,
-                latents=noise,
+                latents=noise.to(pipe._execution_device),
                 output_type="np",
                 callback_on_step_end=step_done,
-                callback_on_step_end_tensor_inputs=["latents"],
             ).frames[0]
-        write_video(video, out, request.fps, encode, request.frames, self.name)
-

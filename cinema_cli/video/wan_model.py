@@ -9,7 +9,6 @@ options or reading `cinema status` must not pay for them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,11 +47,6 @@ def latent_frames(frames: int) -> int:
     return (frames - 1) // TEMPORAL + 1
 
 
-def prompt_text(caption: str) -> str:
-    """A caption as the model reads it: the <Name> tags become plain names."""
-    return re.sub(r"<([^<>]+)>", r"\1", caption)
-
-
 def read_image(path: Path, width: int, height: int, who: str) -> Image.Image:
     try:
         with Image.open(path) as image:
@@ -78,7 +72,7 @@ class WanModel:
     def __init__(self, who: str, model: str, kind: str, on_load: Callable[[object], None] | None = None):
         self.who = who  # the backend's name, for messages
         self.model = model
-        self.kind = kind  # the tiny preset's conditioning: i2v | ti2v
+        self.kind = kind  # the conditioning: i2v | ti2v | t2v
         self.on_load = on_load  # what the backend does to a freshly loaded pipeline
         self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
 
@@ -99,6 +93,7 @@ class WanModel:
                 raise missing_weights(self.model, self.who)
             notices.append(f"{self.who}: {self.model} is not in the local cache; it is downloaded on first use")
             return notices
+        check_kind(folder, self.model, self.kind, self.who)
         multiple = _spatial_multiple(folder)
         self._check_size(plan, multiple)
         if runtime.device == "cuda":
@@ -130,13 +125,39 @@ class WanModel:
                 from cinema_cli.runtime.torch_compat import prepare_torch
 
                 prepare_torch()
-                from diffusers import WanImageToVideoPipeline
+                import diffusers
 
-                pipe = load_pretrained(WanImageToVideoPipeline, self.model, runtime, self.who)
+                cls = diffusers.WanPipeline if self.kind == "t2v" else diffusers.WanImageToVideoPipeline
+                pipe = load_pretrained(cls, self.model, runtime, self.who)
             if self.on_load is not None:
                 self.on_load(pipe)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
+
+
+KIND_NAMES = {"i2v": "image-to-video (mask and latent channels)", "ti2v": "text-image-to-video (Wan2.2 TI2V)",
+              "t2v": "text-to-video"}
+
+
+def check_kind(folder: Path, model: str, kind: str, who: str) -> None:
+    """A checkpoint of the conditioning the backend feeds it, told by its transformer's
+    input channels: I2V reads 2 x latent + 4 mask channels, T2V and TI2V the latents alone."""
+    transformer = _config(folder / "transformer" / "config.json", who)
+    latent = _config(folder / "vae" / "config.json", who).get("z_dim", 16)
+    channels = transformer.get("in_channels")
+    found = "i2v" if channels == 2 * latent + TEMPORAL else "t2v"
+    if (found == "i2v") != (kind == "i2v"):
+        raise BadInput(
+            f"{who}: {model} is a {KIND_NAMES[found]} model ({folder / 'transformer' / 'config.json'}: "
+            f"in_channels {channels}), but {who} needs a {KIND_NAMES[kind]} one; set video.options.model"
+        )
+
+
+def _config(path: Path, who: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise BadInput(f"{who}: cannot read {path}: {err}") from err
 
 
 def _spatial_multiple(folder: Path) -> int:
@@ -165,9 +186,32 @@ def clean_first_latent(pipe, image) -> "torch.Tensor":  # noqa: F821
     return (latent - mean) / std
 
 
-def anchor(latents, frame: int, clean, noise, sigma: float):
-    """Put latent frame `frame` where the flow-matching path from `noise` to `clean` is at
-    `sigma`: the known first frame is replaced at the current noise level after every
-    step, so it is exactly the keyframe's latent when sigma reaches 0."""
-    latents[:, :, frame:frame + 1] = (1.0 - sigma) * clean + sigma * noise
-    return latents
+def on_path(clean, noise, sigma: float):
+    """Where the flow-matching path from `noise` to `clean` is at `sigma`."""
+    return (1.0 - sigma) * clean + sigma * noise
+
+
+def anchor_prediction(prediction, latents, frame: int, clean, sigma: float):
+    """The flow prediction with latent frame `frame` replaced by the velocity whose clean
+    estimate (sample - sigma x velocity) is exactly `clean`.
+
+    Anchoring the prediction, not the sample, is what holds for any flow-matching solver:
+    Euler steps along it, and multistep solvers (UniPC, DPM) combine clean estimates and
+    the current sample linearly, so a frame whose every clean estimate is `clean` stays on
+    the path to it and ends there. (Replacing the sample after a step does not: UniPC's
+    corrector rebuilds each sample from its own history and drops the replacement.)"""
+    prediction = prediction.clone()
+    current = latents[:, :, frame:frame + 1].to(prediction.dtype)
+    prediction[:, :, frame:frame + 1] = (current - clean.to(prediction)) / sigma
+    return prediction
+
+
+def decode(pipe, latents) -> np.ndarray:
+    """Normalised latents to frames in [0, 1], (frames, height, width, 3), as the Wan pipelines decode."""
+    import torch
+
+    vae = pipe.vae
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    video = vae.decode((latents * std + mean).to(vae.dtype), return_dict=False)[0]
+    return pipe.video_processor.postprocess_video(video, output_type="np")[0]
