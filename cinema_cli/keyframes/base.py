@@ -33,6 +33,7 @@ class ContextFrame:
     score: float
     size: tuple[int, int]  # (height, width) the frame is given to the model at
     tokens: int
+    caption: str = ""  # the shot's caption, or the character's description for a reference
 
 
 @dataclass(frozen=True)
@@ -83,5 +84,6 @@ class KeyframePreflight(Protocol):
 
 
 keyframe_backends: Registry[KeyframeBackend] = Registry(
-    "keyframes", {"sketch": "cinema_cli.keyframes.sketch", "flux2": "cinema_cli.keyframes.flux2"}
+    "keyframes", {"sketch": "cinema_cli.keyframes.sketch", "flux2": "cinema_cli.keyframes.flux2",
+                  "interleaved": "cinema_cli.keyframes.interleaved"}
 )

@@ -94,23 +94,25 @@ def encode_references(pipe, references: Sequence[tuple[Image.Image, tuple[int, i
     """(packed latents (1, tokens, channels), position ids (1, tokens, 4)), or (None, None)."""
     if not references:
         return None, None
+    latents = [encode_image(pipe, image, height, width) for image, (height, width) in references]
+    ids = pipe._prepare_image_ids(latents).to(device)
+    packed = torch.cat([pipe._pack_latents(latent) for latent in latents], dim=1).to(device)
+    return packed, ids
+
+
+def encode_image(pipe, image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """The image at exactly height x width pixels as normalised, 2x2-patchified latents
+    (1, channels, rows, columns); an odd latent side loses its last row or column."""
     from diffusers.pipelines.flux2.pipeline_flux2_klein import retrieve_latents
     from diffusers.utils.torch_utils import get_module_execution_device
 
     vae = pipe.vae
-    vae_device = get_module_execution_device(vae)
-    mean = vae.bn.running_mean.view(1, -1, 1, 1)
-    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps)
-    latents = []
-    for image, (height, width) in references:
-        pixels = _pixels(image, height, width).to(device=vae_device, dtype=vae.dtype)
-        latent = retrieve_latents(vae.encode(pixels), sample_mode="argmax")
-        latent = latent[:, :, : latent.shape[2] // 2 * 2, : latent.shape[3] // 2 * 2]
-        latent = pipe._patchify_latents(latent)
-        latents.append((latent - mean.to(latent)) / std.to(latent))
-    ids = pipe._prepare_image_ids(latents).to(device)
-    packed = torch.cat([pipe._pack_latents(latent) for latent in latents], dim=1).to(device)
-    return packed, ids
+    pixels = _pixels(image, height, width).to(device=get_module_execution_device(vae), dtype=vae.dtype)
+    latent = retrieve_latents(vae.encode(pixels), sample_mode="argmax")
+    latent = pipe._patchify_latents(latent[:, :, : latent.shape[2] // 2 * 2, : latent.shape[3] // 2 * 2])
+    mean = vae.bn.running_mean.view(1, -1, 1, 1).to(latent)
+    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + vae.config.batch_norm_eps).to(latent)
+    return (latent - mean) / std
 
 
 class _Denoiser:
@@ -183,12 +185,12 @@ def generate(pipe, job: Job, progress: StepProgress) -> np.ndarray:
             progress(index + 1, len(timesteps))
     finally:
         denoiser.close()
-    image = _decode(pipe, latents, job.height, job.width)
+    image = decode(pipe, latents, job.height, job.width)
     pipe.maybe_free_model_hooks()
     return image
 
 
-def _decode(pipe, latents, height: int, width: int) -> np.ndarray:
+def decode(pipe, latents, height: int, width: int) -> np.ndarray:
     from diffusers.utils.torch_utils import get_module_execution_device
 
     vae = pipe.vae

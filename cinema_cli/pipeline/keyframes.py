@@ -68,7 +68,8 @@ class KeyframeStage:
         # and the cast's reference images, each at its GoldenMem size.
         width, height = self.config.resolution.width, self.config.resolution.height
         context = tuple(
-            ContextFrame(c.candidate.shot, c.candidate.path, round(c.score, 4), c.slot.pixels, c.slot.tokens)
+            ContextFrame(c.candidate.shot, c.candidate.path, round(c.score, 4), c.slot.pixels, c.slot.tokens,
+                         c.candidate.caption)
             for c in self.memory.context(self.project.storyboard, shot, width, height)
         )
         request = KeyframeRequest(

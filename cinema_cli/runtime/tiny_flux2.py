@@ -61,7 +61,7 @@ def tiny_flux2(seed: int = 0, transformer=None, kind: str = "klein"):
             block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=LATENT_CHANNELS, norm_num_groups=4,
         ).eval()
         if transformer is None:
-            transformer = _tiny_transformer()
+            transformer = tiny_transformer()
     # FLUX.2's scheduler: flow matching with the shift chosen from the image's token count.
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, time_shift_type="exponential")
     parts = {"scheduler": scheduler, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer,
@@ -71,12 +71,14 @@ def tiny_flux2(seed: int = 0, transformer=None, kind: str = "klein"):
     return Flux2KleinPipeline(**parts, is_distilled=kind == "klein")
 
 
-def _tiny_transformer():
+def tiny_transformer(num_layers: int = 1, num_single_layers: int = 2):
+    """The tiny preset's denoiser (random weights; seed with `seeded`)."""
     import torch
     from diffusers import Flux2Transformer2DModel
 
     transformer = Flux2Transformer2DModel(
-        in_channels=4 * LATENT_CHANNELS, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        in_channels=4 * LATENT_CHANNELS, num_layers=num_layers, num_single_layers=num_single_layers,
+        attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=3 * TEXT_WIDTH, timestep_guidance_channels=32,
         axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
     ).eval()
