@@ -72,7 +72,7 @@ class InterleavedKeyframes(Flux2Keyframes):
         import torch
         from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu, retrieve_timesteps
 
-        from cinema_cli.keyframes.flux2_denoise import decode, distilled, encode_image, text_layers
+        from cinema_cli.keyframes.flux2_denoise import checkpoint_defaults, decode, distilled, encode_image, text_layers
         from cinema_cli.keyframes.interleaved_model import Pair
         from cinema_cli.keyframes.interleaved_sampling import Target, sample_causal
 
@@ -100,10 +100,11 @@ class InterleavedKeyframes(Flux2Keyframes):
             generator=torch.Generator(device=device).manual_seed(request.seed),
         )
         generator = torch.Generator(device="cpu").manual_seed(request.seed + 1)
-        guided = o.guidance > 1 and not distilled(pipe)
-        sigmas = np.linspace(1.0, 1 / o.steps, o.steps)
-        mu = compute_empirical_mu(image_seq_len=rows * columns, num_steps=o.steps)
-        timesteps, _ = retrieve_timesteps(pipe.scheduler, o.steps, device, sigmas=sigmas, mu=mu)
+        steps, guidance = checkpoint_defaults(pipe, o.steps, o.guidance)
+        guided = guidance > 1 and not distilled(pipe)
+        sigmas = np.linspace(1.0, 1 / steps, steps)
+        mu = compute_empirical_mu(image_seq_len=rows * columns, num_steps=steps)
+        timesteps, _ = retrieve_timesteps(pipe.scheduler, steps, device, sigmas=sigmas, mu=mu)
         pipe.scheduler.set_begin_index(0)
 
         def step(velocity, t, latents):
@@ -111,7 +112,7 @@ class InterleavedKeyframes(Flux2Keyframes):
 
         latents = sample_causal(
             pipe.interleaved, context, target, noise[0], timesteps, step, context_noise=o.context_noise,
-            generator=generator, negative=encode("") if guided else None, guidance=o.guidance, progress=progress,
+            generator=generator, negative=encode("") if guided else None, guidance=guidance, progress=progress,
         )
         image = decode(pipe, latents[None], request.height, request.width)
         pipe.maybe_free_model_hooks()
