@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from cinema_cli.data.captions import Cast, load_cast, sidecar_path
 from cinema_cli.data.config import DatasetConfig, load_config, save_config, with_overrides
 from cinema_cli.data.film import run_film
 from cinema_cli.data.state import DONE, DatasetDir, film_id, remove_tmp
-from cinema_cli.errors import BadInput, CinemaError
+from cinema_cli.errors import BadInput, FFmpegError
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.yamlio import dump_yaml
 
@@ -49,13 +50,14 @@ def check_video(path: Path) -> None:
     if path.stat().st_size == 0:
         raise BadInput(f"{path}: is empty (0 bytes), not a video")
     try:
-        stderr, _, streams = _decode(path, ["-map", "0:v:0?", "-frames:v", "1"])
-    except CinemaError:
+        stderr, _, streams = _decode(path, ["-map", "0:v:0", "-frames:v", "1"])
+    except FFmpegError as err:
+        header = err.stderr.split("Stream mapping:", 1)[0]
+        if "Input #0" in header and not re.search(r"Stream #0:\d+\S*: Video:", header):
+            raise BadInput(f"{path}: has no video stream (a zero-length or audio-only file)") from None
         raise BadInput(f"{path}: is not a video ffmpeg can read") from None
-    if not any(kind == "Video" for kind, _ in streams):
-        raise BadInput(f"{path}: has no video stream")
-    if "frame=1" not in stderr:
-        raise BadInput(f"{path}: has a video stream with no frames (zero-length video)")
+    if not any(kind == "Video" for kind, _ in streams) or "frame=1" not in stderr:
+        raise BadInput(f"{path}: has no video frames (a zero-length video)")
 
 
 def resolve_config(dataset: DatasetDir, overrides: dict[str, dict]) -> DatasetConfig:
