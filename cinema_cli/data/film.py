@@ -139,7 +139,9 @@ class Film:
             return {"shots": {}, "global": None, "pending": {}}
         if settings.backend == "sidecar":
             path = captioning.sidecar_path(self.source, settings)
-            inputs = {"sidecar": FileHasher()(path), "cast": self.cast.model_dump(mode="json")}
+            # Timestamps pick shots: new boundaries re-read the file.
+            inputs = {"sidecar": FileHasher()(path), "cast": self.cast.model_dump(mode="json"),
+                      "boundaries": self.steps["boundaries"]}
 
             def make() -> dict:
                 read = captioning.load_sidecar(path, shots, self.cast)
