@@ -37,7 +37,7 @@ class KeyframeSettings(Strict):
 class FilterSettings(Strict):
     min_seconds: float = Field(1.0, ge=0)  # shorter shots: too_short
     dark_luma: float = Field(20.0, ge=0, le=255)  # mean luma below: too_dark
-    flat_detail: float = Field(0.5, ge=0)  # mean luma gradient below: flat (no texture)
+    flat_detail: float = Field(0.25, ge=0)  # mean luma gradient (256 px wide) below: flat (no texture)
     flat_contrast: float = Field(6.0, ge=0)  # luma standard deviation below: flat (one tone)
     duplicate_threshold: float = Field(0.92, gt=0, le=1)  # signature cosine at or above: near_duplicate
     subtitles: bool = True  # run the text detector: subtitles

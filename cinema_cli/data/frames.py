@@ -24,6 +24,7 @@ from cinema_cli.data.boundaries import ShotSpan
 from cinema_cli.data.config import KeyframeSettings
 
 MIN_BAR = 0.01  # bars thinner than this fraction of the side are compression noise, not bars
+ANALYSIS_WIDTH = 256  # brightness, detail and contrast are measured at this width
 PAIR_SLACK = 0.02  # the two bars of a pair may differ by this fraction of the side
 
 
@@ -150,7 +151,11 @@ def keyframe(shot: ShotFrames, settings: KeyframeSettings, source: tuple[int, in
     crop = centre_crop(picture, settings.aspect)
     image = Image.fromarray(frame[crop.top:crop.bottom, crop.left:crop.right]).resize(
         output_size(settings.aspect, settings.short_side), Image.Resampling.LANCZOS)
-    luma = _luma(np.asarray(image))
+    # Measured on a thumbnail of fixed width, so the thresholds mean the same whatever
+    # the keyframe size (gradients shrink as a picture is enlarged).
+    thumb = image.resize((ANALYSIS_WIDTH, max(1, round(ANALYSIS_WIDTH * image.height / image.width))),
+                         Image.Resampling.BILINEAR)
+    luma = _luma(np.asarray(thumb))
     detail = float(np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean()) / 2
     to_source = (source[0] / work_w, source[1] / work_h)
     return Keyframe(image, picture.scaled(*to_source), crop.scaled(*to_source), float(luma.mean()), detail,
