@@ -5,7 +5,6 @@ later run retries, and sidecar captions the user wrote."""
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 from pathlib import Path
 

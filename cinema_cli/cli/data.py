@@ -27,8 +27,9 @@ def prepare(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Films prepared in parallel processes."),
     json_mode: bool = JsonOpt,
 ) -> None:
-    """Split films into shots, pick and crop keyframes, filter, caption, group multi-shot
-    samples and write WebDataset shards. Re-running does only what changed.
+    """Films to a dataset: shots, keyframes, filters, captions, multi-shot samples, shards.
+
+    Re-running does only what changed; a killed run resumes.
 
     Examples: cinema data prepare films/*.mkv -o ds --captions gemini --cast cast.yaml -j 4
     """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from PIL import Image
 from cinema_cli.assemble.probe import probe
 from cinema_cli.data import captions as captioning
 from cinema_cli.data import filters, samples, subtitles
-from cinema_cli.data.boundaries import detect_shots
+from cinema_cli.data.boundaries import ShotSpan, detect_shots
 from cinema_cli.data.config import DatasetConfig, recipe
 from cinema_cli.data.frames import keyframe, stream_shot_frames, working_size
 from cinema_cli.data.shards import write_shards
@@ -83,8 +84,6 @@ class Film:
         settings = self.config.keyframes
 
         def make() -> list[dict]:
-            from cinema_cli.data.boundaries import ShotSpan
-
             spans = [ShotSpan(s["index"], s["start_frame"], s["end_frame"], s["after"]) for s in shots]
             size = working_size(info["width"], info["height"], settings.short_side)
             out = []
@@ -288,8 +287,6 @@ class Film:
 
 
 def _json(data: dict) -> bytes:
-    import json
-
     return json.dumps(data, ensure_ascii=False, sort_keys=True).encode()
 
 
