@@ -75,14 +75,15 @@ def scores_from_reply(text: str) -> dict:
     return scores
 
 
-def png(frame: np.ndarray) -> bytes:
+def png(frame: np.ndarray) -> tuple[str, bytes]:
+    """A keyframe as a picture part of a Gemini turn: (mime type, bytes)."""
     image = Image.fromarray(frame)
     scale = min(1.0, LONG_SIDE / max(image.size))
     if scale < 1.0:
         image = image.resize((round(image.width * scale), round(image.height * scale)))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return "image/png", buffer.getvalue()
 
 
 class Judge:

@@ -86,7 +86,7 @@ class GeminiTransport:
 
     def generate(self, turns: Sequence[tuple[str, Any]], schema: dict[str, Any]) -> str:
         """The text of the model's answer to the conversation `turns`: (role, text), or
-        (role, [text or PNG bytes, ...]) for a turn that shows pictures (the eval judge)."""
+        (role, [text or (mime type, bytes), ...]) for a turn that shows pictures."""
         contents = [types.Content(role=role, parts=_parts(content)) for role, content in turns]
         config = types.GenerateContentConfig(
             response_mime_type="application/json",
@@ -163,11 +163,12 @@ class GeminiTransport:
         return kind(redact(message))
 
 
-def _parts(content: str | Sequence[str | bytes]) -> list[types.Part]:
+def _parts(content: Any) -> list[types.Part]:
+    """A turn's parts: its text, or a sequence of texts and (mime type, bytes) images."""
     if isinstance(content, str):
         return [types.Part(text=content)]
-    return [types.Part(text=p) if isinstance(p, str) else types.Part.from_bytes(data=p, mime_type="image/png")
-            for p in content]
+    return [types.Part(text=part) if isinstance(part, str) else types.Part.from_bytes(data=part[1], mime_type=part[0])
+            for part in content]
 
 
 def _retryable(code: int | None) -> bool:
