@@ -54,7 +54,7 @@ class Pipeline(StoryStage, KeyframeStage, ShotStage, FilmStage):
         self.project = project
         self.reporter = reporter or SilentReporter()
         self.hasher = FileHasher()
-        self.manifest = Manifest(project.state_dir / "manifest.json", project.tmp_dir)
+        self.manifest = Manifest(project.state_dir / "manifest", project.tmp_dir)
         self.notices: list[str] = []
         # Validate everything the run will read before anything is written.
         self.config = project.config
