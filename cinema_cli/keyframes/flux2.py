@@ -66,6 +66,11 @@ class Flux2Keyframes:
         self.options = options
         self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
 
+    @classmethod
+    def weights(cls, options: Flux2Options) -> list[str]:
+        """The pretrained model it loads (none for the tiny preset): see runtime.inputs."""
+        return [] if options.model == TINY else [options.model]
+
     def preflight(self, plan: KeyframePlan) -> list[str]:
         """Before anything is written: a runtime this machine can run, the weights here, a
         FLUX.2 klein pipeline in them, and (on CUDA) enough free memory."""
