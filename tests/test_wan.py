@@ -45,8 +45,8 @@ def wan(mode: str) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def always_offline(offline):
+    """Every test here runs offline (conftest.offline)."""
 
 
 def new_project(parent: Path, video: dict) -> Path:
