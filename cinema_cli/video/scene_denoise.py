@@ -28,8 +28,9 @@ import torch
 from cinema_cli.attention.layout import PromptLayout, ShotLayout
 from cinema_cli.attention.processors import SceneAttention
 from cinema_cli.errors import BadInput
+from cinema_cli.project.schema import plain_text
 from cinema_cli.video.base import SceneRequest, StepProgress
-from cinema_cli.video.wan_model import anchor, latent_frames, prompt_text, read_image
+from cinema_cli.video.wan_model import anchor, latent_frames, read_image
 
 
 def global_prompt(request: SceneRequest) -> str:
@@ -105,7 +106,7 @@ def denoise_scene(
         mask_channels = pipe.vae_scale_factor_temporal
         anchors = [(int(s), condition[:, mask_channels:, s:s + 1], latents[:, :, s:s + 1].clone()) for s in starts[:-1]]
 
-        texts = [global_prompt(request)] + [prompt_text(s.caption) for s in request.shots]
+        texts = [global_prompt(request)] + [plain_text(s.caption) for s in request.shots]
         prompt, lengths = encode_parts(pipe, texts, device, model_dtype)
         negative = None
         if guidance > 1.0:

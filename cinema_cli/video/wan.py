@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from cinema_cli.project.schema import plain_text
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 from cinema_cli.runtime.tiny import TINY
 from cinema_cli.video.base import EncodeSettings, RenderPlan, ShotRequest, StepProgress, shot_backends
@@ -28,7 +29,6 @@ from cinema_cli.video.wan_model import (
     anchor,
     clean_first_latent,
     latent_frames,
-    prompt_text,
     read_image,
     snap_frames,
     write_video,
@@ -114,7 +114,7 @@ class WanShots:
             video = pipe(
                 image=image,
                 last_image=last,
-                prompt=prompt_text(request.caption),
+                prompt=plain_text(request.caption),
                 negative_prompt=self.options.negative_prompt,
                 height=request.height,
                 width=request.width,

@@ -9,7 +9,6 @@ options or reading `cinema status` must not pay for them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,11 +45,6 @@ def snap_frames(requested: int) -> int:
 
 def latent_frames(frames: int) -> int:
     return (frames - 1) // TEMPORAL + 1
-
-
-def prompt_text(caption: str) -> str:
-    """A caption as the model reads it: the <Name> tags become plain names."""
-    return re.sub(r"<([^<>]+)>", r"\1", caption)
 
 
 def read_image(path: Path, width: int, height: int, who: str) -> Image.Image:
