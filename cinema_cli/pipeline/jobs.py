@@ -55,19 +55,23 @@ class Executor(Protocol):
 
 
 def in_order(jobs: Iterable[Job]) -> list[Job]:
-    """Jobs sorted so each comes after the jobs it waits for (stable otherwise)."""
-    jobs = list(jobs)
-    keys = {j.key for j in jobs}
+    """Jobs sorted so each comes after the jobs it waits for, otherwise as planned
+    (stages plan in storyboard order, so one pass usually places them all)."""
+    pending = list(jobs)
+    keys = {j.key for j in pending}
     placed: list[Job] = []
     done: set[str] = set()
-    pending = jobs
     while pending:
-        ready = [j for j in pending if all(k in done or k not in keys for k in j.after)]
-        if not ready:
-            raise ValueError(f"jobs wait for each other: {', '.join(j.key for j in pending)}")
-        placed.extend(ready)
-        done.update(j.key for j in ready)
-        pending = [j for j in pending if j.key not in done]
+        waiting = []
+        for job in pending:
+            if all(k in done or k not in keys for k in job.after):
+                placed.append(job)
+                done.add(job.key)
+            else:
+                waiting.append(job)
+        if len(waiting) == len(pending):
+            raise ValueError(f"jobs wait for each other: {', '.join(j.key for j in waiting)}")
+        pending = waiting
     return placed
 
 

@@ -92,16 +92,16 @@ class KeyframeStage:
         return states, contexts
 
     def plan(self, board: Storyboard, force: set[str]) -> tuple[list[Job], dict[str, ArtifactState]]:
-        """A job per shot, each after the ones before it; `stale` marks those that are
-        stale now. Also the states as they stand."""
+        """A job per shot, each after the one before it (its context may be any earlier
+        keyframe); `stale` marks those that are stale now. Also the states as they stand."""
         states, _ = self.states(board)
-        jobs, before = [], []
+        jobs, before = [], ()
         for shot in board.shots:
             stale = states[shot.id].state != DONE or shot.id in force
             jobs.append(Job(self.name, shot.id, recipe=self.recipe(shot), outputs=(
                 self.project.keyframe_path(shot.id), self.project.sidecar_path(shot.id)),
-                after=tuple(before), shots=(shot.id,), label=shot.id, stale=stale))
-            before.append(shot.id)
+                after=before, shots=(shot.id,), label=shot.id, stale=stale))
+            before = (shot.id,)
         return jobs, states
 
     def run(self, board: Storyboard, force: set[str], executor) -> tuple[dict[str, ArtifactState], list[str]]:
