@@ -112,7 +112,7 @@ def decoded(path: Path) -> np.ndarray:
 def test_shot_backend_contract(name, tmp_path, noise_image):
     cls = shot_backends.get(name)
     backend = cls(cls.Options.model_validate(TEST_OPTIONS["video"][name]))
-    asked = (7, 4)  # frames asked of two shots (duration x fps)
+    asked = (5, 3)  # frames asked of two shots (duration x fps)
     frames = [backend.frames_for(n) if isinstance(backend, FrameSnapping) else n for n in asked]
 
     def render(tag: str, **changes) -> list[np.ndarray]:

@@ -17,10 +17,10 @@ from typing import Any
 Explain = Callable[[Any, Any], list[str]]
 
 
-def _input(explain: Explain | None = None, *, compared: bool = True, default: Any = None) -> Any:
+def _input(explain: Explain | None = None, *, compared: bool = True) -> Any:
     """A recipe field that may be absent (None). `compared=False`: recorded, but judged
     by its stage itself (a keyframe's context)."""
-    return field(default=default, metadata={"explain": explain, "compared": compared})
+    return field(default=None, metadata={"explain": explain, "compared": compared})
 
 
 def key_of(name: str) -> str:
@@ -113,8 +113,8 @@ class KeyframeRecipe(Recipe):
     camera: str | None = None
     seed: int | None = None
     scene: str | None = None
-    location: str | None = _input(default=None)
-    time_of_day: str | None = _input(default=None)
+    location: str | None = None
+    time_of_day: str | None = None
     cast: dict | None = None
     style: str | None = None
     resolution: str | None = None
@@ -139,7 +139,7 @@ class KeyframeRecipe(Recipe):
 @dataclass
 class ShotRecipe(Recipe):
     keyframe: str | None = None
-    next_keyframe: str | None = _input(default=None)
+    next_keyframe: str | None = None
     caption: str | None = None
     camera: str | None = None
     frames: int | None = None
