@@ -1,8 +1,9 @@
 """Backends register themselves by name; a stage asks for one by the name in cinema.yaml.
 
 A new backend is one module that defines a class with `name`, `version` and `Options`
-and decorates it with its stage's `register`; its module is listed in `BUILTIN` so it is
-imported on first use.
+and decorates it with its stage's `register`; its module is listed in the registry's
+built-in modules so it is imported on first use. Other named parts (the tiny model
+presets, the embedders) use the same registry with their own `kind`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, stage: str, builtin_modules: dict[str, str]):
+    def __init__(self, stage: str, builtin_modules: dict[str, str], kind: str = "backend"):
         self.stage = stage
+        self.kind = kind  # what it holds, for messages
         self._builtin = builtin_modules  # name -> module that registers it
         self._classes: dict[str, type[T]] = {}
 
-    def register(self, cls: type[T]) -> type[T]:
-        self._classes[cls.name] = cls  # type: ignore[attr-defined]
+    def register(self, cls: type[T], name: str | None = None) -> type[T]:
+        """Register `cls` under `name` (default: its `name` attribute)."""
+        self._classes[name or cls.name] = cls  # type: ignore[attr-defined]
         return cls
 
     def names(self) -> list[str]:
@@ -33,6 +36,6 @@ class Registry(Generic[T]):
             importlib.import_module(self._builtin[name])
         if name not in self._classes:
             raise BadInput(
-                f"unknown {self.stage} backend {name!r}; available: {', '.join(self.names())}"
+                f"unknown {self.stage} {self.kind} {name!r}; available: {', '.join(self.names())}"
             )
         return self._classes[name]

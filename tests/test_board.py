@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cinema_cli.review.sheet import MARK, PAD, THUMB_WIDTH, TITLE_HEIGHT
+from conftest import manifest_records, put_record
 from finishing_support import cinema, cinema_json, small_project
 
 W, H, FPS = 128, 64, 8
@@ -48,11 +48,11 @@ def project(tmp_path_factory) -> Path:
     root = small_project(tmp_path_factory.mktemp("board"), "heist", W, H, FPS)
     cinema("render", cwd=root)
     # s02's keyframe conditioned on s01's, as the memory library records it.
-    manifest = json.loads((root / ".cinema/manifest.json").read_text())
+    record = manifest_records(root)["keyframes"]["s02"]
     s01 = hashlib.sha256((root / "keyframes/s01.png").read_bytes()).hexdigest()
-    manifest["artifacts"]["keyframes"]["s02"]["recipe"]["context"] = [
+    record["recipe"]["context"] = [
         {"shot": "s01", "score": 0.83, "size": [40, 80], "tokens": 12, "output": s01}]
-    (root / ".cinema/manifest.json").write_text(json.dumps(manifest))
+    put_record(root, "keyframes", "s02", record["recipe"], record["output"])
     cinema("shot", "s03", "--caption", EDITED, cwd=root)  # s03 is now stale
     return root
 

@@ -54,8 +54,8 @@ TINY = {"backend": "flux2", "options": {"model": "tiny", "steps": STEPS}}
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def always_offline(offline):
+    """Every test here runs offline (conftest.offline)."""
 
 
 # ---------------------------------------------------------------- helpers

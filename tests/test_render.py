@@ -23,6 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from conftest import manifest_records
+
 from cinema_cli.assemble.ffmpeg import ffmpeg_exe
 from cinema_cli.assemble.probe import probe
 from cinema_cli.project.manifest import canonical_hash
@@ -227,7 +229,7 @@ def check_outputs(project: Path, width: int, height: int, fps: int) -> None:
     shots = board(project)
     config = load(project / "cinema.yaml")
     crossfade = (config.get("assemble") or {}).get("crossfade_seconds", 0.5)
-    manifest = json.loads((project / ".cinema" / "manifest.json").read_text())["artifacts"]
+    manifest = manifest_records(project)
 
     film = probe(project / "film.mp4")
     assert (film.codec, film.pix_fmt) == ("h264", "yuv420p")

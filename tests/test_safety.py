@@ -22,6 +22,7 @@ import yaml
 from PIL import Image
 
 from cinema_cli.assemble.probe import probe
+from conftest import manifest_records
 
 SHOT_IDS = [f"s{i:02d}" for i in range(1, 15)]  # the heist example has 14 shots
 TEMP_NAME = re.compile(r"\.\d+\.[0-9a-f]{8}\.")  # files.temp_path_for: STEM.PID.HEX.SUFFIX
@@ -79,7 +80,7 @@ def no_traceback(proc: subprocess.CompletedProcess) -> None:
 
 
 def manifest(root: Path) -> dict:
-    return json.loads((root / ".cinema" / "manifest.json").read_text())["artifacts"]
+    return manifest_records(root)
 
 
 def rot(root: Path, stage: str, key: str, path: Path, data: bytes) -> None:
@@ -167,7 +168,8 @@ def assert_visible_files_complete(root: Path, *, film_may_exist: bool = True) ->
                 assert film_may_exist, "film.mp4 exists"
                 assert info.frames == expected_film_frames(root)
     # the machine state stays valid JSON whatever happened
-    json.loads((root / ".cinema" / "manifest.json").read_text())
+    for record in (root / ".cinema" / "manifest").glob("*/*.json"):
+        json.loads(record.read_text())
 
 
 def start_render(root: Path, log: Path) -> subprocess.Popen:

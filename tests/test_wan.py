@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from conftest import manifest_records
 from test_render import CINEMA, cinema
 
 from cinema_cli.assemble.ffmpeg import VideoWriter, ffmpeg_exe
@@ -46,8 +47,8 @@ def wan(mode: str) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def always_offline(offline):
+    """Every test here runs offline (conftest.offline)."""
 
 
 def new_project(parent: Path, video: dict) -> Path:
@@ -169,7 +170,7 @@ def test_wan_i2v_then_flf2v(tmp_path):
     # The snapped lengths are told, and each shot's bar counts its denoising steps.
     assert any("s01 8->9" in n and "s04 6->5" in n for n in result.notices), result.notices
     assert reporter.steps_of("s01") == [(1, 2), (2, 2)]
-    manifest = json.loads((root / ".cinema" / "manifest.json").read_text())["artifacts"]
+    manifest = manifest_records(root)
     assert manifest["shots"]["s01"]["recipe"]["next keyframe"] is None  # i2v reads no next keyframe
 
     # First-last-frame: s01 flows into s02 (continuous), so it also depends on keyframe s02.
@@ -177,7 +178,7 @@ def test_wan_i2v_then_flf2v(tmp_path):
     result = render(root)
     assert result.rebuilt.shots == list(FRAMES) and result.rebuilt.keyframes == []
     check_shots(root, tmp_path)
-    recipes = json.loads((root / ".cinema" / "manifest.json").read_text())["artifacts"]["shots"]
+    recipes = manifest_records(root)["shots"]
     assert recipes["s01"]["recipe"]["next keyframe"] is not None
     assert [s for s in FRAMES if recipes[s]["recipe"]["next keyframe"]] == ["s01"]
 
@@ -240,7 +241,7 @@ def test_out_of_memory_is_a_message_and_keeps_the_project(tmp_path, monkeypatch)
         render(root)
     assert list((root / "shots").iterdir()) == []
     assert list((root / ".cinema" / "tmp").iterdir()) == []
-    manifest = json.loads((root / ".cinema" / "manifest.json").read_text())["artifacts"]
+    manifest = manifest_records(root)
     assert "shots" not in manifest and len(manifest["keyframes"]) == 4  # what was finished is kept
 
 

@@ -22,6 +22,7 @@ from cinema_cli.cli.common import (
     open_project,
     print_result,
     result_json,
+    run_pipeline,
     run_stages,
 )
 from cinema_cli.errors import BadInput, CinemaError, disk_error
@@ -165,14 +166,15 @@ def plan(
         _stage_command(project, "keyframes", json_mode)
         return
     try:
-        result = run_stages(project, "keyframes", json_mode)
-        rows = Pipeline(open_project(project)).status().to_json()["shots"]
+        pipeline = Pipeline(open_project(project))
+        result = run_pipeline(pipeline, "keyframes", json_mode)
+        rows = pipeline.status().to_json()["shots"]
     except CinemaError as err:
         if json_mode:
             output.print_json(result_json(str(project or Path.cwd()), None, err))
         raise fail(err) from None  # the JSON line above already carries the error
     if json_mode:
-        output.print_json({**result_json(str(Project.open(project).root), result),
+        output.print_json({**result_json(str(pipeline.project.root), result),
                            "context": {row["id"]: row["context"] for row in rows}})
     else:
         print_result(result)
@@ -301,16 +303,16 @@ def shot(
                                       seed=seed, transition=transition).items() if v is not None}
     try:
         proj = open_project(project)
-        Pipeline(proj)  # validates project files before anything is written
+        pipeline = Pipeline(proj)  # validates project files before anything is written
         proj.shot(shot_id)
         if edits:
             _edit_shot(proj, shot_id, edits)
-        result = run_stages(proj.root, "film", json_mode, force=[shot_id]) if regen else None
-        status = Pipeline(Project.open(proj.root)).status().to_json()
+        result = run_pipeline(pipeline, "film", json_mode, force=[shot_id]) if regen else None
+        status = pipeline.status().to_json()
     except CinemaError as err:
         raise fail(err, json_mode) from None
     row = next(r for r in status["shots"] if r["id"] == shot_id)
-    fields = Project.open(proj.root).shot(shot_id).model_dump(mode="json")
+    fields = proj.shot(shot_id).model_dump(mode="json")
     if json_mode:
         output.print_json({"shot": fields, "status": row, "edited": sorted(edits),
                            "rebuilt": result_json(str(proj.root), result)["rebuilt"] if result else None})

@@ -45,15 +45,20 @@ def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, forc
                story_backend: Optional[str] = None, assemble_overrides: Optional[dict] = None) -> RenderResult:
     """Validate, lock, and run the stages up to `until`; the shared body of story, plan,
     render, assemble and shot --regen."""
-    project = open_project(project_dir)
+    # Every project file is validated before the lock (or anything else) is written.
+    pipeline = Pipeline(open_project(project_dir), story_backend=story_backend, assemble_overrides=assemble_overrides)
+    return run_pipeline(pipeline, until, json_mode, force=force, force_story=force_story)
+
+
+def run_pipeline(pipeline: Pipeline, until: str, json_mode: bool, *, force=(), force_story=False) -> RenderResult:
+    """Lock the project and run `pipeline` up to `until`, showing its progress and notices."""
     with reporting(json_mode) as reporter:
-        # Every project file is validated before the lock (or anything else) is written.
-        pipeline = Pipeline(project, reporter, story_backend, assemble_overrides=assemble_overrides)
+        pipeline.reporter = reporter
         pipeline.check_storyboard(force_story=force_story)
         shown = len(pipeline.notices)
         for message in pipeline.notices:
             reporter.notice(message)
-        with project.lock():
+        with pipeline.project.lock():
             result = pipeline.run(until=until, force=force, force_story=force_story)
         for message in result.notices[shown:]:
             reporter.notice(message)

@@ -39,7 +39,7 @@ from cinema_cli.keyframes.base import KeyframePlan, KeyframeRequest, StepProgres
 from cinema_cli.keyframes.prompting import keyframe_prompt
 from cinema_cli.memory.goldenmem import PHI
 from cinema_cli.project.schema import RuntimeSettings
-from cinema_cli.runtime.loading import apply_profile, hub_offline, load_pretrained, local_folder, missing_weights
+from cinema_cli.runtime.loading import apply_profile, load_pretrained, local_folder, preflight_weights
 from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size, out_of_memory_is_a_message
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import build_tiny, is_tiny, tiny_kind
@@ -72,24 +72,21 @@ class Flux2Keyframes:
         self.options = options
         self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
 
+    @classmethod
+    def weights(cls, options: Flux2Options) -> list[str]:
+        """The pretrained model it loads (none for the tiny preset): see runtime.inputs."""
+        return [] if is_tiny(options.model) else [options.model]
+
     def preflight(self, plan: KeyframePlan) -> list[str]:
         """Before anything is written: a runtime this machine can run, the weights here, a
         FLUX.2 klein pipeline in them, and (on CUDA) enough free memory."""
         runtime, notices = resolve_runtime(plan.runtime, self.name, PREVIZ)
-        model = self.options.model
-        if is_tiny(model):
-            _tiny_kind(model)
-            if runtime.quantize != "none":
-                notices.append(f"{self.name}: the tiny preset is not quantized "
-                               "(runtime.quantize applies to pretrained weights)")
-            return notices
-        folder = local_folder(model)
+        if is_tiny(self.options.model):
+            _tiny_kind(self.options.model)  # an unknown tiny preset is refused here
+        folder = preflight_weights(self.options.model, runtime, self.name, notices)
         if folder is None:
-            if hub_offline():
-                raise missing_weights(model, self.name)
-            notices.append(f"{self.name}: {model} is not in the local cache; it is downloaded on first use")
             return notices
-        _pipeline_class(folder, model)
+        _pipeline_class(folder, self.options.model)
         if runtime.device == "cuda":
             check_fits(flux2_size(folder), runtime, planned_tokens(plan.width, plan.height),
                        plan.width * plan.height, free_gpu_bytes(), self.name)

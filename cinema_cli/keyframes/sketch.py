@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel
 
 from cinema_cli.keyframes.base import KeyframeRequest, StepProgress, keyframe_backends
-from cinema_cli.project.schema import CHARACTER_TAG, Framing, Move
+from cinema_cli.project.schema import Framing, Move, plain_text
 
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
@@ -706,7 +706,7 @@ def _draw_caption(d: ImageDraw.ImageDraw, shot_id: str, caption: str, font: Font
     d.text((left + pad, baseline), shot_id, font=font, fill=INK, anchor="ls",
            stroke_width=bold, stroke_fill=INK)
     x = left + pad + font.getlength(shot_id) + 2 * bold + font.size
-    text = CHARACTER_TAG.sub(r"\1", caption)
+    text = plain_text(caption)
     for i, line in enumerate(_fit_lines(text, font, right - pad - x, max_lines)):
         d.text((x, baseline + i * line_h), line, font=font, fill=INK, anchor="ls")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from cinema_cli.errors import ProjectFileError
 from cinema_cli.memory.candidates import Candidate, Query
 from cinema_cli.memory.embedders.base import Embedder, embedders
 from cinema_cli.memory.goldenmem import Schedule, schedule
@@ -21,7 +20,7 @@ from cinema_cli.memory.signature import signatures
 from cinema_cli.memory.weights import WeightsMissing, transformers_folder
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import MemorySettings, Shot, Storyboard
-from cinema_cli.project.yamlio import line_of, load_yaml
+from cinema_cli.project.yamlio import file_error
 
 Hasher = Callable[[Path], "str | None"]
 
@@ -55,10 +54,7 @@ class MemoryPlanner:
         try:
             self.embedder: Embedder = embedders.get(name)(settings, project.root, project.config.runtime.device)
         except WeightsMissing as err:
-            _, node = load_yaml(project.config_path)
-            raise ProjectFileError(
-                project.config_path, [(line_of(node, ("memory", err.field)), f"memory.{err.field}", str(err))]
-            ) from None
+            raise file_error(project.config_path, [(("memory", err.field), f"memory.{err.field}", str(err))]) from None
 
     @property
     def recipe(self) -> dict:

@@ -1,7 +1,8 @@
 """The stage graph: script -> storyboard -> keyframes -> shots -> film.
 
-`graph.Pipeline` walks the stages; each stage's methods live in their own module
-(story, keyframes, shots, film), and `state` holds what a run or a status reports.
+`graph.Pipeline` is what a command uses. Its stages (story, keyframes, shots, film)
+are objects over one shared `context`; each plans jobs with typed `recipes`, and an
+executor (`jobs`) builds them. `state` holds what a run or a status reports.
 """
 
 from cinema_cli.pipeline.graph import Pipeline

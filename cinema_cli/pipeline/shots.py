@@ -6,97 +6,121 @@ import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
-from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, ProjectStatus
+from cinema_cli.pipeline.context import Context
+from cinema_cli.pipeline.jobs import Job
+from cinema_cli.pipeline.recipes import ShotRecipe
+from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, evaluate
 from cinema_cli.project.files import atomic_output
 from cinema_cli.project.manifest import Record, canonical_hash
-from cinema_cli.project.schema import Shot, Storyboard
+from cinema_cli.project.schema import CinemaConfig, Shot, Storyboard
 from cinema_cli.video.base import (
     FrameSnapping,
     GroupShotBackend,
+    Preflight,
     RenderPlan,
     SceneRequest,
     ShotRequest,
 )
 
 
-class ShotStage:
-    """Methods of Pipeline for the shot stage."""
+def requested_frames(shot: Shot, fps: int) -> int:
+    return max(1, round(shot.duration * fps))
 
-    def requested_frames(self, shot: Shot) -> int:
-        return max(1, round(shot.duration * self.config.fps))
+
+def shot_frames(shot: Shot, config: CinemaConfig, backend: object) -> int:
+    """duration x fps, snapped to a count the backend makes (Wan: 4k+1). Status, the
+    film and the shot's own recipe all use this one count."""
+    requested = requested_frames(shot, config.fps)
+    return backend.frames_for(requested) if isinstance(backend, FrameSnapping) else requested
+
+
+class ShotStage:
+    name = "shots"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.project = ctx.project
+        self._inputs: dict | None = None
+
+    @property
+    def backend(self):
+        return self.ctx.video.instance
 
     def frames_of(self, shot: Shot) -> int:
-        """duration x fps, snapped to a count the backend makes (Wan: 4k+1). Status, the
-        film and the shot's own recipe all use this one count."""
-        return self._snap(self.requested_frames(shot))
+        return shot_frames(shot, self.ctx.config, self.backend)
 
-    def _snap(self, requested: int) -> int:
-        backend = self.shot_backend
-        return backend.frames_for(requested) if isinstance(backend, FrameSnapping) else requested
-
-    def _groups(self, board: Storyboard) -> list[list[Shot]]:
+    def groups(self, board: Storyboard) -> list[list[Shot]]:
         """The shots the backend renders together: one each, or whole scenes for a group backend."""
-        if not isinstance(self.shot_backend, GroupShotBackend):
+        if not isinstance(self.backend, GroupShotBackend):
             return [[shot] for shot in board.shots]
-        return [[board.shots[board.index(i)] for i in ids] for ids in self.shot_backend.groups(board, self.frames_of)]
+        return [[board.shots[board.index(i)] for i in ids] for ids in self.backend.groups(board, self.frames_of)]
 
     def _group_of(self, board: Storyboard, shot: Shot) -> list[Shot] | None:
-        if not isinstance(self.shot_backend, GroupShotBackend):
+        if not isinstance(self.backend, GroupShotBackend):
             return None
-        return next(g for g in self._groups(board) if any(s.id == shot.id for s in g))
+        return next(g for g in self.groups(board) if any(s.id == shot.id for s in g))
 
     def _scene_fields(self, scene_id: str, group: list[Shot]) -> dict:
         """The scene-wide inputs of a group render (its global prompt)."""
-        scene = self.script.scene(scene_id)
+        script = self.ctx.script
+        scene = script.scene(scene_id)
         assert scene is not None  # checked when the storyboard was loaded
         cast = {}
         for shot in group:
             for name in shot.characters:
-                character = self.script.character(name)
+                character = script.character(name)
                 cast[name] = character.description if character else ""
         return {"location": scene.location, "time of day": scene.time, "description": scene.description,
-                "style": self.script.style, "cast": cast}
+                "style": script.style, "cast": cast}
 
     def _next_keyframe(self, board: Storyboard, shot: Shot) -> Path | None:
         """Shot k flows into keyframe k+1 when shot k+1 joins it `continuous`."""
-        if not self.shot_backend.uses_next_keyframe:
+        if not self.backend.uses_next_keyframe:
             return None
         i = board.index(shot.id)
         if i + 1 < len(board.shots) and board.shots[i + 1].transition == "continuous":
             return self.project.keyframe_path(board.shots[i + 1].id)
         return None
 
-    def _shot_recipe(self, board: Storyboard, shot: Shot) -> dict:
-        recipe = self._own_shot_recipe(board, shot)
+    @property
+    def backend_inputs(self) -> dict | None:
+        if self._inputs is None:
+            self._inputs = self.ctx.backend_inputs(self.ctx.video) or {}
+        return self._inputs or None
+
+    def recipe(self, board: Storyboard, shot: Shot) -> ShotRecipe:
+        recipe = self._own_recipe(board, shot)
         group = self._group_of(board, shot)
         if group is not None:
             # Denoised with its scene: it depends on the scene's prompt and on every shot in it.
-            recipe["scene prompt"] = self._scene_fields(shot.scene, group)
-            recipe["scene shots"] = {
+            recipe.scene_prompt = self._scene_fields(shot.scene, group)
+            recipe.scene_shots = {
                 "scene": shot.scene,
-                "shots": {s.id: canonical_hash(self._own_shot_recipe(board, s)) for s in group if s.id != shot.id},
+                "shots": {s.id: canonical_hash(self._own_recipe(board, s).to_dict())
+                          for s in group if s.id != shot.id},
             }
         return recipe
 
-    def _own_shot_recipe(self, board: Storyboard, shot: Shot) -> dict:
-        backend = self.shot_backend
+    def _own_recipe(self, board: Storyboard, shot: Shot) -> ShotRecipe:
+        ctx, choice = self.ctx, self.ctx.video
         next_key = self._next_keyframe(board, shot)
-        return {
-            "keyframe": self.hasher(self.project.keyframe_path(shot.id)),
-            "next keyframe": self.hasher(next_key) if next_key else None,
-            "caption": shot.caption,
-            "camera": shot.camera,
-            "frames": self.frames_of(shot),
-            "fps": self.config.fps,
-            "resolution": str(self.config.resolution),
-            "seed": shot.seed,
-            "encoding": asdict(self.encode),
-            "backend": backend.name,
-            "backend version": backend.version,
-            "backend options": backend.options.model_dump(mode="json"),
-        }
+        return ShotRecipe(
+            keyframe=ctx.hasher(self.project.keyframe_path(shot.id)),
+            next_keyframe=ctx.hasher(next_key) if next_key else None,
+            caption=shot.caption,
+            camera=shot.camera,
+            frames=self.frames_of(shot),
+            fps=ctx.config.fps,
+            resolution=str(ctx.config.resolution),
+            seed=shot.seed,
+            encoding=asdict(ctx.encode),
+            backend=choice.name,
+            backend_version=choice.version,
+            backend_options=choice.options.model_dump(mode="json"),
+            backend_inputs=self.backend_inputs,
+        )
 
-    def _shot_state(self, board: Storyboard, shot: Shot, keyframes: dict[str, ArtifactState]) -> ArtifactState:
+    def state(self, board: Storyboard, shot: Shot, keyframes: dict[str, ArtifactState]) -> ArtifactState:
         path = self.project.shot_path(shot.id)
         upstream = [shot.id]
         next_key = self._next_keyframe(board, shot)
@@ -110,9 +134,44 @@ class ShotStage:
             if not path.is_file():
                 return ArtifactState(MISSING)
             return ArtifactState(STALE, reasons)
-        return self._evaluate(path, self.manifest.get("shots", shot.id), self._shot_recipe(board, shot))
+        return evaluate(self.ctx.hasher, path, self.ctx.manifest.get("shots", shot.id), self.recipe(board, shot))
 
-    def _shot_request(self, board: Storyboard, shot: Shot) -> ShotRequest:
+    def states(self, board: Storyboard, keyframes: dict[str, ArtifactState]) -> dict[str, ArtifactState]:
+        return {s.id: self.state(board, s, keyframes) for s in board.shots}
+
+    def plan(self, board: Storyboard, keyframes: dict[str, ArtifactState],
+             force: set[str]) -> tuple[list[Job], dict[str, ArtifactState]]:
+        """A job per shot (or per scene for a group backend) that is stale or forced, and
+        the states as they stand."""
+        states = self.states(board, keyframes)
+        jobs = []
+        for group in self.groups(board):
+            if not any(states[s.id].state != DONE or s.id in force for s in group):
+                continue
+            ids = tuple(s.id for s in group)
+            grouped = isinstance(self.backend, GroupShotBackend)
+            jobs.append(Job(
+                self.name, ids[0] if not grouped else f"scene {group[0].scene} ({', '.join(ids)})",
+                recipe=[self.recipe(board, s) for s in group],
+                outputs=tuple(self.project.shot_path(i) for i in ids),
+                request=self._scene_request(board, group) if grouped else self._request(board, group[0]),
+                shots=ids,
+            ))
+        return jobs, states
+
+    def run(self, board: Storyboard, keyframes: dict[str, ArtifactState], force: set[str],
+            executor) -> tuple[dict[str, ArtifactState], list[str]]:
+        """Build what is stale; the states after, and the shots built."""
+        jobs, states = self.plan(board, keyframes, force)
+        if jobs:
+            self._snapped_notice([s for job in jobs for s in board.shots if s.id in job.shots])
+        built = [key for job in executor.run(self, jobs) for key in job.shots]
+        for key in built:
+            states[key] = ArtifactState(DONE)
+        return states, built
+
+    def _request(self, board: Storyboard, shot: Shot) -> ShotRequest:
+        config = self.ctx.config
         return ShotRequest(
             shot_id=shot.id,
             caption=shot.caption,
@@ -121,66 +180,65 @@ class ShotStage:
             framing=shot.framing,
             move=shot.move,
             frames=self.frames_of(shot),
-            fps=self.config.fps,
-            width=self.config.resolution.width,
-            height=self.config.resolution.height,
+            fps=config.fps,
+            width=config.resolution.width,
+            height=config.resolution.height,
             seed=shot.seed,
-            runtime=self.config.runtime,
+            runtime=config.runtime,
         )
 
-    def _build_shot(self, board: Storyboard, shot: Shot) -> None:
-        path = self.project.shot_path(shot.id)
-        request = self._shot_request(board, shot)
-        recipe = self._shot_recipe(board, shot)
-        with atomic_output(path, self.project.tmp_dir) as temp:
-            self.shot_backend.render(request, temp, self.encode, self.reporter.step)
-        self.manifest.put("shots", shot.id, Record(recipe, self.hasher(path) or ""))
-
-    def _build_group(self, board: Storyboard, group: list[Shot]) -> None:
-        """Render a group in one backend call; its shots appear together, once all are made."""
+    def _scene_request(self, board: Storyboard, group: list[Shot]) -> SceneRequest:
         scene = self._scene_fields(group[0].scene, group)
-        request = SceneRequest(
+        return SceneRequest(
             scene_id=group[0].scene,
             location=scene["location"],
             time_of_day=scene["time of day"],
             description=scene["description"],
             style=scene["style"],
             cast=tuple(scene["cast"].items()),
-            shots=tuple(self._shot_request(board, s) for s in group),
+            shots=tuple(self._request(board, s) for s in group),
         )
-        recipes = [self._shot_recipe(board, s) for s in group]
-        paths = [self.project.shot_path(s.id) for s in group]
-        with contextlib.ExitStack() as outputs:
-            temps = [outputs.enter_context(atomic_output(p, self.project.tmp_dir)) for p in paths]
-            self.shot_backend.render_group(request, temps, self.encode, self.reporter.step)
-        for shot, path, recipe in zip(group, paths, recipes):
-            self.manifest.put("shots", shot.id, Record(recipe, self.hasher(path) or ""))
 
-    def _preflight_shots(self, status: ProjectStatus, force: set[str]) -> None:
+    def build(self, job: Job) -> None:
+        """Render a job's shots in one backend call; they appear together, once all are made."""
+        ctx = self.ctx
+        with contextlib.ExitStack() as outputs:
+            temps = [outputs.enter_context(atomic_output(p, self.project.tmp_dir)) for p in job.outputs]
+            if isinstance(job.request, SceneRequest):
+                self.backend.render_group(job.request, temps, ctx.encode, ctx.reporter.step)
+            else:
+                self.backend.render(job.request, temps[0], ctx.encode, ctx.reporter.step)
+        for key, path, recipe in zip(job.shots, job.outputs, job.recipe):
+            ctx.manifest.put("shots", key, Record(recipe.to_dict(), ctx.hasher(path) or ""))
+
+    @property
+    def has_preflight(self) -> bool:
+        return isinstance(self.backend, Preflight)
+
+    def preflight(self) -> None:
         """The shot backend's own checks (weights present, memory enough) before anything is
         written, when the shot stage may have work."""
-        current = status.story.state == DONE and all(
-            r.keyframe.state == DONE and r.shot.state == DONE for r in status.shots
-        )
-        if current and not force:
-            return
+        ctx = self.ctx
         board = self.project.storyboard if self.project.has_storyboard() else None
         if board is None:  # the story stage writes it first; shots will be about shot_seconds long
-            frames: tuple[int, ...] = (self._snap(max(1, round(self.config.shot_seconds * self.config.fps))),)
+            requested = max(1, round(ctx.config.shot_seconds * ctx.config.fps))
+            snap = self.backend.frames_for if isinstance(self.backend, FrameSnapping) else int
+            frames: tuple[int, ...] = (snap(requested),)
             continuous = 0
         else:
-            frames = tuple(sum(self.frames_of(s) for s in group) for group in self._groups(board))
+            frames = tuple(sum(self.frames_of(s) for s in group) for group in self.groups(board))
             continuous = sum(s.transition == "continuous" for s in board.shots[1:])
         plan = RenderPlan(
-            width=self.config.resolution.width, height=self.config.resolution.height, fps=self.config.fps,
-            frames=frames, runtime=self.config.runtime, continuous=continuous,
+            width=ctx.config.resolution.width, height=ctx.config.resolution.height, fps=ctx.config.fps,
+            frames=frames, runtime=ctx.config.runtime, continuous=continuous,
         )
-        self.notices.extend(self.shot_backend.preflight(plan))
+        ctx.notices.extend(self.backend.preflight(plan))
 
     def _snapped_notice(self, shots: list[Shot]) -> None:
-        snapped = [f"{s.id} {r}->{f}" for s in shots if (f := self.frames_of(s)) != (r := self.requested_frames(s))]
+        fps = self.ctx.config.fps
+        snapped = [f"{s.id} {r}->{f}" for s in shots if (f := self.frames_of(s)) != (r := requested_frames(s, fps))]
         if snapped:
-            self.notices.append(
-                f"video: {self.shot_backend.name} makes only some frame counts, so shot lengths were snapped "
-                f"(frames at {self.config.fps} fps): {', '.join(snapped)}"
+            self.ctx.notices.append(
+                f"video: {self.ctx.video.name} makes only some frame counts, so shot lengths were snapped "
+                f"(frames at {fps} fps): {', '.join(snapped)}"
             )

@@ -1,11 +1,18 @@
 """What the stage graph reports: artifact states, the status of a project, what a run
-rebuilt, progress reporting, and why a recipe changed."""
+rebuilt, and progress reporting."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from cinema_cli.pipeline.damage import damage
+
+if TYPE_CHECKING:
+    from cinema_cli.pipeline.recipes import Recipe
+    from cinema_cli.project.manifest import Record
 
 DONE, STALE, MISSING = "done", "stale", "missing"
 
@@ -106,39 +113,17 @@ class RenderResult:
     film: Path | None
 
 
-def recipe_changes(old: dict, new: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Human reasons why `new` differs from `old`, one per changed input."""
-    reasons = []
-    for key in sorted(set(old) | set(new), key=lambda k: list(new).index(k) if k in new else 99):
-        if key in ignore or old.get(key) == new.get(key):
-            continue
-        if key == "shots" and isinstance(old.get(key), list):
-            reasons.extend(_shot_list_changes(old[key], new[key]))
-        elif key == "scene shots" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
-            reasons.extend(_scene_shot_changes(old[key], new[key]))
-        elif key == "script" and isinstance(old.get(key), dict):
-            changed = [k for k in set(old[key]) | set(new[key]) if old[key].get(k) != new[key].get(k)]
-            reasons.append(f"script {', '.join(sorted(changed))} changed")
-        else:
-            reasons.append(f"{key} changed")
-    return reasons
-
-
-def _scene_shot_changes(old: dict, new: dict) -> list[str]:
-    """Why a shot rendered with its scene is stale: which other shot of the scene changed."""
-    scene, before, after = new["scene"], old["shots"], new["shots"]
-    reasons = [f"scene {scene}: shot {i} changed" for i in after if i in before and before[i] != after[i]]
-    reasons += [f"scene {scene}: shot {i} added" for i in after if i not in before]
-    reasons += [f"scene {scene}: shot {i} removed" for i in before if i not in after]
-    return reasons or [f"scene {scene} changed"]
-
-
-def _shot_list_changes(old: list, new: list) -> list[str]:
-    old_by_id = {row[0]: row for row in old}
-    new_ids = [row[0] for row in new]
-    reasons = [f"shot {row[0]} changed" for row in new if old_by_id.get(row[0]) not in (None, row)]
-    reasons += [f"shot {i} added" for i in new_ids if i not in old_by_id]
-    reasons += [f"shot {i} removed" for i in old_by_id if i not in new_ids]
-    if not reasons:
-        reasons.append("shot order changed")
-    return reasons
+def evaluate(hasher: Callable[[Path], str | None], path: Path, record: Record | None, recipe: Recipe,
+             ignore: Iterable[str] = ()) -> ArtifactState:
+    """An artifact's state: missing, stale (and why: its recipe changed), or done; done
+    but `edited` when the file is not the one cinema wrote."""
+    if not path.is_file():
+        return ArtifactState(MISSING)
+    if record is None:
+        return ArtifactState(STALE, ["not recorded as complete (an interrupted run?)"])
+    reasons = recipe.changes(record.recipe, ignore)
+    edited = not reasons and hasher(path) != record.output
+    if edited and (problem := damage(path)):
+        # A hand edit is kept; a file that no longer decodes is damaged: redone.
+        return ArtifactState(STALE, [f"{path.name} {problem}: damaged, it is redone"])
+    return ArtifactState(STALE if reasons else DONE, reasons, edited)

@@ -2,39 +2,48 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cinema_cli.errors import BadInput
-from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, recipe_changes
+from cinema_cli.pipeline.context import Context
+from cinema_cli.pipeline.jobs import Job
+from cinema_cli.pipeline.recipes import CHOSEN_FOR_ONE_RUN, STORY_BACKEND_KEYS, StoryRecipe
+from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState
 from cinema_cli.project.manifest import Record
 from cinema_cli.project.schema import Shot, Storyboard
 from cinema_cli.story.base import ShotRewriter
 
 
-# The story recipe's keys about who wrote it. A storyboard from a one-run
-# `cinema story --llm NAME` is judged without them, so the configured backend being
-# another one does not make it stale.
-CHOSEN_FOR_ONE_RUN = "backend chosen for one run"
-STORY_BACKEND_KEYS = ("backend", "backend version", "backend options", CHOSEN_FOR_ONE_RUN)
+@dataclass(frozen=True)
+class StoryRequest:
+    replaces: bool  # an old storyboard is replaced: its locked shots are kept
 
 
 class StoryStage:
-    """Methods of Pipeline for the story stage."""
+    """script.yaml -> storyboard.yaml: one job, when the storyboard is missing or stale
+    and not the user's own work."""
 
-    def _story_recipe(self) -> dict:
-        recipe = {
-            "script": self.script.model_dump(mode="json"),
-            "shot seconds": self.config.shot_seconds,
-            "seed": self.config.seed,
-            "backend": self.story_backend.name,
-            "backend version": self.story_backend.version,
-            "backend options": self.story_backend.options.model_dump(mode="json"),
-        }
-        if self.story_chosen:
-            recipe[CHOSEN_FOR_ONE_RUN] = True
-        return recipe
+    name = "story"
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.project = ctx.project
+
+    def recipe(self) -> StoryRecipe:
+        ctx = self.ctx
+        return StoryRecipe(
+            script=ctx.script.model_dump(mode="json"),
+            shot_seconds=ctx.config.shot_seconds,
+            seed=ctx.config.seed,
+            backend=ctx.story.name,
+            backend_version=ctx.story.version,
+            backend_options=ctx.story.options.model_dump(mode="json"),
+            backend_chosen_for_one_run=True if ctx.story_chosen else None,
+        )
 
     def _chosen_before(self, record: Record | None) -> str | None:
         """The backend of an earlier `cinema story --llm NAME` that this run does not repeat."""
-        if record is None or not record.recipe.get(CHOSEN_FOR_ONE_RUN) or self.story_chosen:
+        if record is None or not record.recipe.get(CHOSEN_FOR_ONE_RUN) or self.ctx.story_chosen:
             return None
         return record.recipe["backend"]
 
@@ -49,64 +58,64 @@ class StoryStage:
         return self.project.storyboard
 
     def _story_regenerates(self, force: bool) -> bool:
-        state = self.story_state()
+        state = self.state()
         if state.state == MISSING:
             return True
         if force:
             return True
-        chosen = self._chosen_before(self.manifest.get("story", "storyboard"))
+        chosen = self._chosen_before(self.ctx.manifest.get("story", "storyboard"))
         return state.state == STALE and not state.edited and not chosen
 
-    def story_state(self) -> ArtifactState:
+    def state(self) -> ArtifactState:
         path = self.project.storyboard_path
         if not path.is_file():
             return ArtifactState(MISSING)
-        record = self.manifest.get("story", "storyboard")
+        record = self.ctx.manifest.get("story", "storyboard")
         if record is None:
             return ArtifactState(DONE, edited=True)  # written by hand: it is the source
-        edited = self.hasher(path) != record.output
+        edited = self.ctx.hasher(path) != record.output
         ignore = STORY_BACKEND_KEYS if self._chosen_before(record) else ()
-        reasons = recipe_changes(record.recipe, self._story_recipe(), ignore=ignore)
+        reasons = self.recipe().changes(record.recipe, ignore=ignore)
         return ArtifactState(STALE if reasons else DONE, reasons, edited)
 
-    def write_story(self, *, force: bool) -> bool:
-        """Generate storyboard.yaml if missing or stale. A hand-edited storyboard is the
+    def plan(self, *, force: bool) -> list[Job]:
+        """The storyboard's job, if it is to be written. A hand-edited storyboard is the
         user's work: it is only replaced with `force`, and locked shots always survive."""
-        state = self.story_state()
+        state = self.state()
         if state.state == DONE and not force:
-            return False
+            return []
         if state.edited and not force:
-            self.notices.append(
+            self.ctx.notices.append(
                 "storyboard.yaml was edited by hand, so it was kept although "
                 f"{', '.join(state.reasons) or 'the script changed'}; "
                 "run `cinema story --force` to regenerate it (locked shots are kept)"
             )
-            return False
-        chosen = self._chosen_before(self.manifest.get("story", "storyboard"))
+            return []
+        chosen = self._chosen_before(self.ctx.manifest.get("story", "storyboard"))
         if chosen and not force:
-            self.notices.append(
+            self.ctx.notices.append(
                 f"storyboard.yaml was written by `cinema story --llm {chosen}`, so it was kept although "
                 f"{', '.join(state.reasons)}; run `cinema story --llm {chosen}` to regenerate it "
-                f"(or `cinema story --force` for the configured {self.story_backend.name})"
+                f"(or `cinema story --force` for the configured {self.ctx.story.name})"
             )
-            return False
+            return []
+        return [Job(self.name, "storyboard", recipe=self.recipe(), outputs=(self.project.storyboard_path,),
+                    request=StoryRequest(replaces=state.state != MISSING))]
+
+    def build(self, job: Job) -> None:
+        ctx = self.ctx
         # The old storyboard is read (and validated) before an LLM is asked for a new one;
         # against its own schema only, since the script it was made from has changed.
-        old = self.project.storyboard_unchecked if state.state != MISSING else None
-        self.reporter.stage("story", 1)
-        self.reporter.item("story", "storyboard", 0, 1)
-        board = self.story_backend.storyboard(self.script, self.config)
+        old = self.project.storyboard_unchecked if job.request.replaces else None
+        backend = ctx.story.instance
+        board = backend.storyboard(ctx.script, ctx.config)
         if old is not None:
             board = _keep_locked(old, board)
         self.project.write_storyboard(board)
-        self.manifest.put(
-            "story", "storyboard",
-            Record(self._story_recipe(), self.hasher(self.project.storyboard_path) or ""),
-        )
-        self.reporter.item_done("story", "storyboard")
-        if self.story_backend.notice:
-            self.notices.append(self.story_backend.notice)
-        return True
+        ctx.manifest.put("story", "storyboard",
+                         Record(job.recipe.to_dict(), ctx.hasher(self.project.storyboard_path) or ""))
+        if backend.notice:
+            ctx.notices.append(backend.notice)
 
     def rewrite_shot(self, shot_id: str, instruction: str) -> Shot:
         """Have the LLM storyboarder rewrite one shot from a note. Only that shot changes in
@@ -115,7 +124,7 @@ class StoryStage:
         before taking it); the storyboard is read under the lock, as it is now."""
         backend = self.check_rewrite(shot_id)
         board = self.project.storyboard
-        shot = backend.rewrite_shot(self.script, self.config, board, shot_id, instruction)
+        shot = backend.rewrite_shot(self.ctx.script, self.ctx.config, board, shot_id, instruction)
         shots = list(board.shots)
         shots[board.index(shot_id)] = shot
         self.project.write_storyboard(Storyboard(shots=shots))
@@ -126,7 +135,7 @@ class StoryStage:
         if not self.project.has_storyboard():
             raise BadInput("there is no storyboard.yaml to rewrite a shot of; run `cinema story` first")
         self.project.shot(shot_id)  # an unknown id is refused before the LLM is asked
-        backend = self.story_backend
+        backend = self.ctx.story.instance
         if not isinstance(backend, ShotRewriter):
             raise BadInput(
                 f"the {backend.name} storyboarder cannot rewrite a shot from a note; use an LLM "

@@ -1,8 +1,17 @@
 """The manifest: for every artifact, the recipe that produced it and the hash of the
 file it produced (like make/DVC). An artifact is rebuilt only when its recipe changed.
 
-The manifest is rewritten atomically after each artifact is published, so a killed run
+One small JSON file per artifact, `.cinema/manifest/<stage>/<key>.json`, each written
+atomically (temporary file, fsync, rename) after its artifact is published. Several
+writers — a coordinator and its workers, one per GPU — record completions without
+rewriting or losing each other's, readers always see whole records, and a killed run
 loses at most the record of the artifact in flight, which is then simply rebuilt.
+(Files rather than SQLite in WAL mode: WAL needs shared memory, which network and
+container filesystems often lack, while rename is atomic everywhere; a record stays a
+file a person can read; and there is nothing to query that a directory does not give.)
+
+Projects made before this layout kept one `.cinema/manifest.json`; it is split into
+records the first time the project's manifest is opened, then removed.
 """
 
 from __future__ import annotations
@@ -10,18 +19,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cinema_cli.project.files import atomic_write_text
 
-MANIFEST_VERSION = 1
+LEGACY_VERSION = 1  # the single manifest.json
+RECORD_VERSION = 2
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 def canonical_hash(data: Any) -> str:
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class FileHasher:
@@ -38,11 +58,7 @@ class FileHasher:
             return None
         key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
         if key not in self._memo:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-            self._memo[key] = digest.hexdigest()
+            self._memo[key] = file_sha256(path)
         return self._memo[key]
 
 
@@ -57,46 +73,75 @@ class Record:
 
 
 class Manifest:
-    def __init__(self, path: Path, tmp_dir: Path):
-        self.path = path
-        self.tmp_dir = tmp_dir
-        self.reload()
+    """The records under `folder` (`.cinema/manifest/`). Reads go to disk each time, so
+    a coordinator sees what its workers recorded."""
 
-    def reload(self) -> None:
-        """Read the manifest as it is on disk now (a writer does, once it holds the lock,
-        so that it never saves over records another run added meanwhile)."""
-        self._data: dict[str, dict[str, dict]] = {}
-        if self.path.is_file():
-            try:
-                loaded = json.loads(self.path.read_text(encoding="utf-8"))
-            except (ValueError, OSError):
-                loaded = {}  # unreadable state is treated as empty: everything is rebuilt
-            self._data = _artifacts(loaded)
+    def __init__(self, folder: Path, tmp_dir: Path):
+        self.folder = folder
+        self.tmp_dir = tmp_dir
+        migrate_legacy(folder.with_suffix(".json"), self)
+
+    def record_path(self, stage: str, key: str) -> Path:
+        # Shot ids are already safe file names; anything else is named by its hash.
+        name = key if _PLAIN_KEY.match(key) else "h-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.folder / stage / f"{name}.json"
 
     def get(self, stage: str, key: str) -> Record | None:
-        raw = self._data.get(stage, {}).get(key)
-        if not isinstance(raw, dict) or not isinstance(raw.get("recipe"), dict) \
-                or not isinstance(raw.get("output"), str):
-            return None  # a damaged record: the artifact is rebuilt
+        try:
+            raw = json.loads(self.record_path(stage, key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # never recorded, or unreadable: the artifact is rebuilt
+        if not _valid(raw) or raw.get("version") != RECORD_VERSION or raw.get("key") != key:
+            return None
         return Record(raw["recipe"], raw["output"])
 
     def put(self, stage: str, key: str, record: Record) -> None:
-        self._data.setdefault(stage, {})[key] = {"recipe": record.recipe, "output": record.output}
-        self.save()
+        data = {"version": RECORD_VERSION, "stage": stage, "key": key,
+                "recipe": record.recipe, "output": record.output}
+        atomic_write_text(self.record_path(stage, key), json.dumps(data, indent=1), self.tmp_dir)
 
-    def save(self) -> None:
-        text = json.dumps({"version": MANIFEST_VERSION, "artifacts": self._data}, indent=1)
-        atomic_write_text(self.path, text, self.tmp_dir)
+    def artifacts(self) -> dict[str, dict[str, dict]]:
+        """Every readable record, {stage: {key: {"recipe", "output"}}}, for inspection."""
+        found: dict[str, dict[str, dict]] = {}
+        for path in sorted(self.folder.glob("*/*.json")):
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if _valid(raw) and raw.get("version") == RECORD_VERSION:
+                found.setdefault(raw["stage"], {})[raw["key"]] = {"recipe": raw["recipe"], "output": raw["output"]}
+        return found
 
 
-def _artifacts(loaded: Any) -> dict[str, dict[str, dict]]:
-    """The records of a loaded manifest, keeping only what has the right shape: valid
-    JSON of another shape (a tool's rewrite, a bad merge) loses just the damaged parts,
-    whose artifacts are then rebuilt, instead of failing every command."""
-    if not isinstance(loaded, dict) or loaded.get("version") != MANIFEST_VERSION:
+def _valid(raw: Any) -> bool:
+    return isinstance(raw, dict) and isinstance(raw.get("recipe"), dict) and isinstance(raw.get("output"), str)
+
+
+def migrate_legacy(legacy: Path, manifest: Manifest) -> None:
+    """Split an old single-file manifest into records, once. Idempotent: two processes
+    migrating at the same time write the same records; an unreadable old file is
+    dropped (everything it described is rebuilt, as it was before)."""
+    if not legacy.is_file():
+        return
+    try:
+        loaded = json.loads(legacy.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        loaded = {}
+    for stage, records in _legacy_artifacts(loaded).items():
+        for key, raw in records.items():
+            if _valid(raw) and manifest.get(stage, key) is None:
+                manifest.put(stage, key, Record(raw["recipe"], raw["output"]))
+    legacy.unlink(missing_ok=True)
+
+
+def _legacy_artifacts(loaded: Any) -> dict[str, dict[str, Any]]:
+    """The records of an old manifest, keeping only what has the right shape: valid JSON
+    of another shape (a tool's rewrite, a bad merge) loses just the damaged parts, whose
+    artifacts are then rebuilt, instead of failing every command."""
+    if not isinstance(loaded, dict) or loaded.get("version") != LEGACY_VERSION:
         return {}
     artifacts = loaded.get("artifacts")
     if not isinstance(artifacts, dict):
         return {}
-    return {stage: {key: record for key, record in records.items() if isinstance(record, dict)}
-            for stage, records in artifacts.items() if isinstance(records, dict)}
+    return {stage: records for stage, records in artifacts.items()
+            if isinstance(stage, str) and isinstance(records, dict)}

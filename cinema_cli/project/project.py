@@ -19,7 +19,7 @@ from cinema_cli.project.schema import (
     check_storyboard_against_config,
     check_storyboard_against_script,
 )
-from cinema_cli.project.yamlio import dump_yaml, line_of, load_model, load_yaml
+from cinema_cli.project.yamlio import dump_yaml, file_error, load_model
 
 CONFIG_FILE = "cinema.yaml"
 SCRIPT_FILE = "script.yaml"
@@ -159,11 +159,7 @@ class Project:
         problems = check_storyboard_against_script(board, self.script)
         problems += check_storyboard_against_config(board, self.config)
         if problems:
-            _, node = load_yaml(self.storyboard_path)
-            raise ProjectFileError(
-                self.storyboard_path,
-                [(line_of(node, _loc(f)), f, msg) for f, msg in problems],
-            )
+            raise file_error(self.storyboard_path, [(_loc(f), f, msg) for f, msg in problems])
         return board
 
     def shot(self, shot_id: str) -> Shot:
@@ -199,8 +195,7 @@ class Project:
         self.forget()
 
     def _script_error(self, field: str, message: str) -> ProjectFileError:
-        _, node = load_yaml(self.script_path)
-        return ProjectFileError(self.script_path, [(line_of(node, _loc(field)), field, message)])
+        return file_error(self.script_path, [(_loc(field), field, message)])
 
 
 def _shot_dict(shot: Shot) -> dict:

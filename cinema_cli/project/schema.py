@@ -323,6 +323,11 @@ def caption_tags(caption: str) -> list[str]:
     return seen
 
 
+def plain_text(caption: str) -> str:
+    """A caption as a model or a reader should see it: <Mara> becomes Mara."""
+    return CHARACTER_TAG.sub(r"\1", caption)
+
+
 def _no_duplicates(values: list[str], where: str, field: str) -> None:
     dupes = sorted({v for v in values if values.count(v) > 1})
     if dupes:

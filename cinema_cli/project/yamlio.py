@@ -76,8 +76,15 @@ def validation_error(path: Path, err: ValidationError, node: yaml.Node | None) -
     problems = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        problems.append((line_of(node, loc), dotted(loc), _message(e)))
+        problems.append((line_of(node, loc), dotted(loc), message_of(e)))
     return ProjectFileError(path, problems)
+
+
+def file_error(path: Path, problems: list[tuple[tuple, str, str]]) -> ProjectFileError:
+    """A ProjectFileError for problems found after `path` was loaded, each given as
+    (location in the YAML, field, message): the file is read again to name the lines."""
+    _, node = load_yaml(path)
+    return ProjectFileError(path, [(line_of(node, loc), field, message) for loc, field, message in problems])
 
 
 def dotted(loc: tuple) -> str:
@@ -108,7 +115,7 @@ def line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     return line
 
 
-def _message(e: dict) -> str:
+def message_of(e: dict) -> str:
     if e["type"] == "extra_forbidden":
         return "unknown field"
     if e["type"] == "missing":

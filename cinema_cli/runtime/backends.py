@@ -24,14 +24,14 @@ def nvidia_gpu_visible() -> bool:
 
 
 def default_model(stage: str) -> str:
-    """The weights the GPU backend of `stage` uses when cinema.yaml names none."""
-    if stage == "keyframes":
-        from cinema_cli.keyframes.flux2 import DEFAULT_MODEL
+    """The weights the GPU backend of `stage` uses when cinema.yaml names none: asked of
+    the backend, with its default options."""
+    from cinema_cli.keyframes.base import keyframe_backends
+    from cinema_cli.runtime.inputs import weights_of
+    from cinema_cli.video.base import shot_backends
 
-        return DEFAULT_MODEL
-    from cinema_cli.video.wan import DEFAULT_MODELS
-
-    return DEFAULT_MODELS["i2v"]
+    cls = (keyframe_backends if stage == "keyframes" else shot_backends).get(GPU_BACKENDS[stage])
+    return weights_of(cls, cls.Options())[0]
 
 
 def resolve_backend(stage: str, configured: str) -> tuple[str, str | None]:

@@ -74,30 +74,29 @@ def packages() -> dict[str, dict]:
 
 
 def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
-    """(stage, backend, model id or folder) for each pretrained model the settings name.
-    `auto` names the GPU backend's default weights: the ones it looks for."""
-    from cinema_cli.keyframes.flux2 import DEFAULT_MODEL as FLUX2
-    from cinema_cli.video.holocine import DEFAULT_DIT as HOLOCINE_DIT
-    from cinema_cli.video.holocine import DEFAULT_MODEL as HOLOCINE
-    from cinema_cli.video.scene import DEFAULT_MODEL as SCENE
-    from cinema_cli.video.wan import DEFAULT_MODELS as WAN
+    """(stage, backend, model id or folder) for each pretrained model the settings name,
+    as each backend declares it (runtime.inputs). `auto` names the GPU backend's default
+    weights: the ones it looks for. Options that do not validate name nothing here."""
+    from pydantic import ValidationError
+
+    from cinema_cli.errors import BadInput
+    from cinema_cli.keyframes.base import keyframe_backends
+    from cinema_cli.runtime.inputs import weights_of
+    from cinema_cli.video.base import shot_backends
 
     wanted = []
-    keyframes, video, story = config.keyframes, config.video, config.story
-    if keyframes.backend == "auto":
-        wanted.append(("keyframes", "auto", default_model("keyframes")))
-    elif keyframes.backend == "flux2":
-        wanted.append(("keyframes", "flux2", keyframes.options.get("model") or FLUX2))
-    if video.backend == "auto":
-        wanted.append(("video", "auto", default_model("video")))
-    elif video.backend == "wan":
-        wanted.append(("video", "wan", video.options.get("model") or WAN[video.options.get("mode", "i2v")]))
-    elif video.backend in ("keyframe-scene", "scene"):
-        wanted.append(("video", video.backend, video.options.get("model") or SCENE))
-    elif video.backend == "holocine":
-        wanted.append(("video", "holocine", video.options.get("model") or HOLOCINE))
-        if video.options.get("dit", HOLOCINE_DIT):
-            wanted.append(("video", "holocine DiTs", video.options.get("dit", HOLOCINE_DIT)))
+    for stage, registry, settings in (("keyframes", keyframe_backends, config.keyframes),
+                                      ("video", shot_backends, config.video)):
+        if settings.backend == "auto":
+            wanted.append((stage, "auto", default_model(stage)))
+            continue
+        try:
+            cls = registry.get(settings.backend)
+            models = weights_of(cls, cls.Options.model_validate(settings.options))
+        except (BadInput, ValidationError):
+            continue
+        wanted.extend((stage, settings.backend, model) for model in models)
+    story = config.story
     if story.backend == "local" and story.options.get("model_path"):
         wanted.append(("story", "local", str(story.options["model_path"])))
     return [w for w in wanted if not is_tiny(w[2])]

@@ -40,6 +40,25 @@ def missing_weights(model: str, who: str) -> BackendError:
     )
 
 
+def preflight_weights(model: str, runtime: Runtime, who: str, notices: list[str]) -> Path | None:
+    """The first checks of every model backend's preflight: the folder of `model`'s
+    weights to check further, or None when there is nothing on disk to check — the tiny
+    preset, or weights downloaded on first use (told in `notices`). Offline and absent
+    is an error."""
+    from cinema_cli.runtime.tiny import is_tiny
+
+    if is_tiny(model):
+        if runtime.quantize != "none":
+            notices.append(f"{who}: the tiny preset is not quantized (runtime.quantize applies to pretrained weights)")
+        return None
+    folder = local_folder(model)
+    if folder is None:
+        if hub_offline():
+            raise missing_weights(model, who)
+        notices.append(f"{who}: {model} is not in the local cache; it is downloaded on first use")
+    return folder
+
+
 def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str, **components):
     """`pipeline_cls.from_pretrained(model)` with the profile's dtype and quantization,
     then the profile applied. `components` replace the folder's own (already loaded)."""

@@ -11,10 +11,10 @@ every preset needs are here: a byte-level tokenizer whose vocabulary is built in
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from cinema_cli.registry import Registry
 from cinema_cli.runtime.torch_compat import prepare_torch
 
 TINY = "tiny"
@@ -23,19 +23,14 @@ TINY_PREFIX = "tiny-"
 # T5's special tokens and ids: pad 0, end of sequence 1, unknown 2.
 T5_SPECIALS = ("<pad>", "</s>", "<unk>")
 
-_presets: dict[str, Callable[..., Any]] = {}
 # Preset name -> the module that registers it, imported on first use.
 BUILTIN = {"wan": "cinema_cli.runtime.tiny_wan", "flux2": "cinema_cli.runtime.tiny_flux2"}
+presets: Registry[Callable[..., Any]] = Registry("tiny", BUILTIN, kind="preset")
 
 
 def tiny_preset(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a builder: `@tiny_preset("wan")` then `build_tiny("wan", ...)`."""
-
-    def register(builder: Callable[..., Any]) -> Callable[..., Any]:
-        _presets[name] = builder
-        return builder
-
-    return register
+    return lambda builder: presets.register(builder, name)
 
 
 def is_tiny(model: str | None) -> bool:
@@ -48,9 +43,7 @@ def tiny_kind(model: str, default: str) -> str:
 
 
 def build_tiny(name: str, **kwargs: Any) -> Any:
-    if name not in _presets and name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
-    return _presets[name](**kwargs)
+    return presets.get(name)(**kwargs)
 
 
 @contextlib.contextmanager

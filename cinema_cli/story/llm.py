@@ -1,5 +1,5 @@
-"""What every LLM storyboarder shares: its options in cinema.yaml (story.options) and
-the flow prompt -> reply -> validation -> repair turns -> storyboard. A backend only
+"""What every LLM storyboarder shares: its options in cinema.yaml (story.options,
+`llm_options`) and the flow prompt -> reply -> validation -> repair turns -> storyboard. A backend only
 supplies `chat`, one request to its model."""
 
 from __future__ import annotations
@@ -7,30 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from cinema_cli.project.schema import CinemaConfig, RuntimeSettings, Script, Shot, Storyboard
 from cinema_cli.story import llm_schema, prompts
 from cinema_cli.story.repair import Turn, ask_until_valid
+from cinema_cli.story.llm_options import LLMOptions
 from cinema_cli.story.rewrite import rewrite_shot
 from cinema_cli.story.validate import storyboard_from_reply
-
-
-class LLMOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    shots: int | None = Field(None, ge=1, le=500)  # target shot count; default: one per beat
-    min_seconds: float = Field(1.0, gt=0, le=120)  # the range every shot's duration must be in
-    max_seconds: float = Field(8.0, gt=0, le=120)
-
-    @model_validator(mode="after")
-    def _range(self) -> "LLMOptions":
-        if self.min_seconds > self.max_seconds:
-            raise ValueError(f"min_seconds {self.min_seconds:g} is above max_seconds {self.max_seconds:g}")
-        return self
-
-    def target_shots(self, script: Script) -> int:
-        return self.shots or sum(len(scene.beats) for scene in script.scenes)
 
 
 class LLMStoryboarder:

@@ -10,12 +10,11 @@ schema only makes a valid reply the likely one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cinema_cli.project.schema import Framing, Move, Script, Shot, format_camera
+from cinema_cli.story.llm_options import LLMOptions
 
-if TYPE_CHECKING:
-    from cinema_cli.story.llm import LLMOptions
 
 # What the LLM writes, in this order; cinema itself fills `seed` and `locked`.
 SHOT_FIELDS = ("id", "scene", "caption", "characters", "camera", "duration", "transition", "dialogue")

@@ -71,8 +71,7 @@ class LocalStoryboarder(LLMStoryboarder):
     def _load(self, runtime: RuntimeSettings) -> tuple[Any, Any]:
         if self._loaded is None:
             # transformers and torch take seconds to import: only when the model is used.
-            import torch
-
+            from cinema_cli.runtime.profiles import resolve_runtime
             from cinema_cli.runtime.torch_compat import prepare_torch
 
             prepare_torch()
@@ -90,10 +89,9 @@ class LocalStoryboarder(LLMStoryboarder):
                                    f"{err.__cause__ or err}") from None
             except (OSError, ValueError) as err:
                 raise BadInput(f"story.options.model_path: cannot load a causal LM from {path}: {err}") from None
-            cuda = runtime.device != "cpu" and torch.cuda.is_available()
-            if runtime.device == "cuda" and not cuda:
-                raise BadInput("runtime.device is cuda, but no CUDA GPU is available")
-            dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-                runtime.dtype, torch.bfloat16 if cuda else torch.float32)
-            self._loaded = (model.to("cuda" if cuda else "cpu", dtype).eval(), tokenizer)
+            # Device and dtype as every model of the project gets them; it neither offloads
+            # nor quantizes, so those settings (meant for the diffusion models) are not its.
+            profile, _ = resolve_runtime(runtime.model_copy(update={"offload": "none", "quantize": "none"}),
+                                         "story: the local model", "story.backend: offline")
+            self._loaded = (model.to(profile.device, profile.torch_dtype).eval(), tokenizer)
         return self._loaded

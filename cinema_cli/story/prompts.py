@@ -7,14 +7,12 @@ escaping, and a placeholder left unfilled is an error rather than a silent gap.
 from __future__ import annotations
 
 from string import Template
-from typing import TYPE_CHECKING
 
 from cinema_cli.project.create import data_dir
 from cinema_cli.project.schema import CinemaConfig, Framing, Move, Script, Shot, Storyboard
 from cinema_cli.project.yamlio import dump_yaml
+from cinema_cli.story.llm_options import LLMOptions
 
-if TYPE_CHECKING:
-    from cinema_cli.story.llm import LLMOptions
 
 
 def render(name: str, **values: object) -> str:

@@ -4,15 +4,13 @@ validation and repair turns as a whole storyboard. Only that shot changes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from cinema_cli.project.schema import CinemaConfig, Script, Shot, Storyboard
 from cinema_cli.story import llm_schema, prompts
 from cinema_cli.story.repair import Chat, ask_until_valid
 from cinema_cli.story.validate import shot_from_reply
+from cinema_cli.story.llm_options import LLMOptions
 
-if TYPE_CHECKING:
-    from cinema_cli.story.llm import LLMOptions
 
 
 def rewrite_shot(chat: Chat, who: str, script: Script, config: CinemaConfig, options: LLMOptions,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -25,9 +25,8 @@ from cinema_cli.project.schema import (
 )
 from cinema_cli.project.yamlio import validation_error
 from cinema_cli.story.base import shot_seed
+from cinema_cli.story.llm_options import LLMOptions
 
-if TYPE_CHECKING:
-    from cinema_cli.story.llm import LLMOptions
 
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n?```\s*$", re.S)
 

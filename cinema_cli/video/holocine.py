@@ -58,11 +58,17 @@ class HolocineShots:
     version = "1"
     Options = HolocineOptions
     uses_next_keyframe = False
+    reads_keyframe = False  # text-to-video: a shot is made from the captions alone
 
     def __init__(self, options: HolocineOptions):
         self.options = options
         self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
         self._scene = None
+
+    @classmethod
+    def weights(cls, options: HolocineOptions) -> list[str]:
+        """The Wan2.2 T2V pipeline and HoloCine's DiTs it loads: see runtime.inputs."""
+        return [model for model in (options.model, options.dit) if model and model != TINY]
 
     def frames_for(self, requested: int) -> int:
         return shot_frames(requested)

@@ -21,6 +21,7 @@ from pydantic import Field
 
 from cinema_cli.project.schema import Storyboard
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.tiny import TINY
 from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, StepProgress, shot_backends
 from cinema_cli.video.wan_model import WanModel, WanOptions, snap_frames, write_video
 
@@ -55,6 +56,12 @@ class KeyframeSceneShots:
         for name in ("transformer", "transformer_2"):
             if getattr(pipe, name, None) is not None:
                 install_scene_attention(getattr(pipe, name), self._scene)
+
+    @classmethod
+    def weights(cls, options: SceneOptions) -> list[str]:
+        """The pretrained model it loads (none for the tiny preset): see runtime.inputs."""
+        model = options.model or DEFAULT_MODEL
+        return [] if model == TINY else [model]
 
     def frames_for(self, requested: int) -> int:
         return snap_frames(requested)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
-from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
+from cinema_cli.runtime.loading import load_pretrained, preflight_weights
 from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
@@ -80,18 +80,10 @@ class WanModel:
         """Before anything is written: a runtime this machine can run, weights present,
         a frame size the model can make, and (on CUDA) enough free memory."""
         runtime, notices = resolve_runtime(plan.runtime, self.who)
-        if self.model == TINY:
-            if runtime.quantize != "none":
-                notices.append(
-                    f"{self.who}: the tiny preset is not quantized (runtime.quantize applies to pretrained weights)"
-                )
-            self._check_size(plan, 16)
-            return notices
-        folder = local_folder(self.model)
+        folder = preflight_weights(self.model, runtime, self.who, notices)
         if folder is None:
-            if hub_offline():
-                raise missing_weights(self.model, self.who)
-            notices.append(f"{self.who}: {self.model} is not in the local cache; it is downloaded on first use")
+            if self.model == TINY:
+                self._check_size(plan, 16)
             return notices
         check_kind(folder, self.model, self.kind, self.who)
         multiple = _spatial_multiple(folder)

@@ -8,7 +8,6 @@ Constructing one is cheap and never loads a model (status and recipes need only 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -17,7 +16,7 @@ import numpy as np
 
 from cinema_cli.memory.candidates import Candidate, Query
 from cinema_cli.memory.index import EmbeddingIndex
-from cinema_cli.project.schema import MemorySettings
+from cinema_cli.project.schema import MemorySettings, plain_text
 from cinema_cli.registry import Registry
 
 
@@ -45,13 +44,8 @@ embedders: Registry[Embedder] = Registry("memory embedder", {
 })
 
 
-def plain_caption(caption: str) -> str:
-    """A caption as a text encoder should read it: <Mara> becomes Mara."""
-    return re.sub(r"<([^<>]+)>", r"\1", caption)
-
-
 def candidate_text(candidate: Candidate) -> str:
     """What a candidate says in words: its caption, or a reference's name and look."""
     if candidate.is_reference:
         return f"{candidate.shot[1:]}, {candidate.caption}"
-    return plain_caption(candidate.caption)
+    return plain_text(candidate.caption)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from cinema_cli.memory.candidates import Candidate, Query
-from cinema_cli.memory.embedders.base import embedders, plain_caption
+from cinema_cli.memory.embedders.base import embedders
 from cinema_cli.memory.embedders.openclip import OpenClip
 from cinema_cli.memory.index import EmbeddingIndex
 from cinema_cli.memory.weights import resolve_clip_weights
-from cinema_cli.project.schema import MemorySettings
+from cinema_cli.project.schema import MemorySettings, plain_text
 
 
 @embedders.register
@@ -34,4 +34,4 @@ class ClipEmbedder:
             f"{self.identity}:image", [c.digest for c in candidates],
             lambda missing: self.model.encode_images([candidates[i].path for i in missing]),
         )
-        return images @ self.model.encode_texts([plain_caption(query.caption)])[0]
+        return images @ self.model.encode_texts([plain_text(query.caption)])[0]

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from cinema_cli.memory.candidates import Candidate, Query
-from cinema_cli.memory.embedders.base import candidate_text, embedders, plain_caption
+from cinema_cli.memory.embedders.base import candidate_text, embedders
 from cinema_cli.memory.index import EmbeddingIndex
-from cinema_cli.project.schema import CHARACTER_TAG, MemorySettings
+from cinema_cli.project.schema import CHARACTER_TAG, MemorySettings, plain_text
 
 PLACE, PEOPLE, WORDS = 0.5, 0.3, 0.2
 # Below this, a frame shares neither place nor people, only a common word or two
@@ -69,7 +69,7 @@ def tfidf_cosines(query: list[str], documents: list[list[str]]) -> np.ndarray:
 
 def _words(text: str) -> list[str]:
     # Tagged names are left to the cast overlap, so a name is not counted twice.
-    text = plain_caption(CHARACTER_TAG.sub(" ", text)).lower()
+    text = plain_text(CHARACTER_TAG.sub(" ", text)).lower()
     return [w for w in _WORD.findall(text) if w not in _STOP]
 
 

@@ -12,11 +12,11 @@ import numpy as np
 
 from cinema_cli.errors import BackendError
 from cinema_cli.memory.candidates import Candidate, Query
-from cinema_cli.memory.embedders.base import candidate_text, embedders, plain_caption
+from cinema_cli.memory.embedders.base import candidate_text, embedders
 from cinema_cli.memory.embedders.openclip import OpenClip, resolve_device
 from cinema_cli.memory.index import EmbeddingIndex
 from cinema_cli.memory.weights import resolve_clip_weights, transformers_folder
-from cinema_cli.project.schema import MemorySettings
+from cinema_cli.project.schema import MemorySettings, plain_text
 from cinema_cli.runtime.torch_compat import prepare_torch
 
 
@@ -46,7 +46,7 @@ class TextEmbedder:
             self.identity, [hashlib.sha256(t.encode()).hexdigest() for t in texts],
             lambda missing: self.encoder.encode_texts([texts[i] for i in missing]),
         )
-        return keys @ self.encoder.encode_texts([plain_caption(query.caption)])[0]
+        return keys @ self.encoder.encode_texts([plain_text(query.caption)])[0]
 
 
 class TransformersText:

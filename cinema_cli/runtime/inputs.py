@@ -1,0 +1,116 @@
+"""The files a backend reads besides the request — its model weights, LoRA adapters,
+reference images — and their content hashes, which go into every recipe it makes: a
+retrained adapter saved at the same path makes exactly the artifacts made with it stale.
+
+A backend declares them with class methods (no instance, nothing loaded):
+
+    @classmethod
+    def weights(cls, options) -> list[str]        # model ids or folders it loads
+    @classmethod
+    def input_files(cls, options) -> dict[str, Path]   # optional: name -> file or folder
+
+A model named by a Hugging Face id is recorded by that id (the Hub names its weights;
+downloading it must not make anything stale). A model in a local folder — a fine-tune
+saved over the last one — and every input file are recorded by their content: hashing
+costs a read of every byte once, then the hash is remembered by path, size and mtime in
+the project's cache, so a second run or `cinema status` pays nothing. A folder inside the
+Hugging Face cache is already named by its commit, so its identity is that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cinema_cli.errors import BadInput
+from cinema_cli.project.files import atomic_write_text
+from cinema_cli.project.manifest import file_sha256
+
+
+@runtime_checkable
+class DeclaresInputs(Protocol):
+    @classmethod
+    def weights(cls, options: Any) -> list[str]: ...
+
+
+def weights_of(cls: type, options: Any) -> list[str]:
+    """The pretrained models (Hub ids or folders) a backend loads with `options`."""
+    return cls.weights(options) if isinstance(cls, DeclaresInputs) else []
+
+
+class InputHasher:
+    """sha256 of files and folders, remembered across runs in `cache` by (size, mtime)."""
+
+    def __init__(self, cache: Path, tmp_dir: Path) -> None:
+        self.cache, self.tmp_dir = cache, tmp_dir
+        self._memo: dict[str, list] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, list]:
+        if self._memo is None:
+            try:
+                loaded = json.loads(self.cache.read_text(encoding="utf-8"))
+                self._memo = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._memo = {}
+        return self._memo
+
+    def file(self, path: Path) -> str:
+        st = os.stat(path)
+        key, memo = str(path.resolve()), self._load()
+        known = memo.get(key)
+        if isinstance(known, list) and known[:2] == [st.st_size, st.st_mtime_ns]:
+            return known[2]
+        digest = file_sha256(path)
+        memo[key] = [st.st_size, st.st_mtime_ns, digest]
+        self._dirty = True
+        return digest
+
+    def __call__(self, path: Path) -> str:
+        """A file's sha256, or a folder's: of its files' relative names and hashes."""
+        if path.is_file():
+            return self.file(path)
+        snapshot = _hub_snapshot(path)
+        if snapshot is not None:
+            return f"hub:{snapshot}"
+        digest = hashlib.sha256()
+        for item in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            digest.update(f"{item.relative_to(path).as_posix()}\0{self.file(item)}\n".encode())
+        return digest.hexdigest()
+
+    def save(self) -> None:
+        if self._dirty and self._memo is not None:
+            atomic_write_text(self.cache, json.dumps(self._memo), self.tmp_dir)
+            self._dirty = False
+
+
+def _hub_snapshot(folder: Path) -> str | None:
+    """The commit of a Hugging Face cache snapshot folder (…/models--org--name/snapshots/<sha>)."""
+    parts = folder.resolve().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return f"{parts[-3].removeprefix('models--').replace('--', '/')}@{parts[-1]}"
+    return None
+
+
+def declared_inputs(cls: type, options: Any, root: Path, hasher: InputHasher) -> dict[str, str] | None:
+    """{name: content hash} of the local files `cls` with `options` reads; None when
+    there are none (Hub ids are in the options already). A relative path is taken
+    inside the project."""
+    if not isinstance(cls, DeclaresInputs):
+        return None
+    found: dict[str, str] = {}
+    for model in cls.weights(options):
+        folder = Path(model).expanduser()
+        if folder.is_dir():
+            found[f"model {model}"] = hasher(folder)
+    files = getattr(cls, "input_files", None)
+    for name, path in (files(options) if files else {}).items():
+        path = path if path.is_absolute() else root / path
+        if not path.exists():
+            raise BadInput(f"{cls.name}: {name} {path} not found")
+        found[name] = hasher(path)
+    hasher.save()
+    return found or None

@@ -1,0 +1,141 @@
+"""Backends declare the files they read (weights, LoRAs): their content is in the recipe,
+so a LoRA retrained at the same path makes exactly the artifacts made with it stale,
+and the hash is remembered, so judging it again reads nothing.
+
+Two small backends declared here read a LoRA-like file and let its bytes change what
+they draw, as an adapter does; they run through the real pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import yaml
+from finishing_support import small_project
+from PIL import Image
+
+from cinema_cli.keyframes.base import keyframe_backends
+from cinema_cli.keyframes.sketch import SketchKeyframes, SketchOptions
+from cinema_cli.pipeline import DONE, STALE, Pipeline
+from cinema_cli.project.project import Project
+from cinema_cli.runtime import inputs
+from cinema_cli.video.animatic import AnimaticOptions, AnimaticShots
+from cinema_cli.video.base import shot_backends
+
+
+def _tint(lora: str) -> int:
+    return Path(lora).read_bytes()[0]
+
+
+class LoraSketchOptions(SketchOptions):
+    lora: str
+
+
+@keyframe_backends.register
+class LoraSketch(SketchKeyframes):
+    name = "test-lora-sketch"
+    Options = LoraSketchOptions
+
+    @classmethod
+    def weights(cls, options) -> list[str]:
+        return []
+
+    @classmethod
+    def input_files(cls, options) -> dict[str, Path]:
+        return {"lora": Path(options.lora)}
+
+    def render(self, request, progress):
+        image = np.asarray(super().render(request, progress)).copy()
+        image[..., 2] = _tint(self.options.lora)
+        return Image.fromarray(image)
+
+
+class LoraAnimaticOptions(AnimaticOptions):
+    lora: str
+
+
+@shot_backends.register
+class LoraAnimatic(AnimaticShots):
+    name = "test-lora-animatic"
+    Options = LoraAnimaticOptions
+
+    @classmethod
+    def weights(cls, options) -> list[str]:
+        return []
+
+    @classmethod
+    def input_files(cls, options) -> dict[str, Path]:
+        return {"lora": Path(options.lora)}
+
+
+def project_with_loras(tmp_path: Path) -> Path:
+    root = small_project(tmp_path, "heist", 128, 64, 4)
+    (root / "adapters").mkdir()
+    (root / "adapters" / "look.safetensors").write_bytes(b"\x10look")
+    (root / "adapters" / "motion.safetensors").write_bytes(b"\x20motion")
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config["keyframes"] = {"backend": LoraSketch.name, "options": {"lora": str(root / "adapters/look.safetensors")}}
+    config["video"] = {"backend": LoraAnimatic.name, "options": {"lora": str(root / "adapters/motion.safetensors")}}
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def states(root: Path) -> tuple[set, set, str, list]:
+    status = Pipeline(Project.open(root)).status()
+    keyframes = {r.id for r in status.shots if r.keyframe.state == STALE}
+    shots = {r.id for r in status.shots if r.shot.state == STALE}
+    reasons = [reason for r in status.shots for reason in r.keyframe.reasons + r.shot.reasons]
+    return keyframes, shots, status.film.state, reasons
+
+
+def test_a_retrained_lora_makes_exactly_its_artifacts_stale(tmp_path, monkeypatch):
+    root = project_with_loras(tmp_path)
+    first = Pipeline(Project.open(root)).run()
+    ids = first.rebuilt.keyframes
+    assert first.rebuilt.film and len(ids) > 2
+    assert states(root)[:3] == (set(), set(), DONE)
+
+    # Touched but the same bytes: still current.
+    lora = root / "adapters" / "motion.safetensors"
+    os.utime(lora, ns=(lora.stat().st_atime_ns, lora.stat().st_mtime_ns + 10**9))
+    assert states(root)[:3] == (set(), set(), DONE)
+
+    # The motion LoRA retrained at the same path: every shot, no keyframe.
+    lora.write_bytes(b"\x21motion, retrained")
+    keyframes, shots, film, reasons = states(root)
+    assert (keyframes, shots, film) == (set(), set(ids), STALE)
+    assert "backend input lora changed" in reasons
+    again = Pipeline(Project.open(root)).run()
+    assert again.rebuilt.keyframes == [] and again.rebuilt.shots == ids
+    # This animatic's frames do not depend on the file, so the shots came out the same
+    # and the film, made from their content, is current (as make would have it).
+    assert not again.rebuilt.film
+
+    # The keyframe LoRA: every keyframe, and the shots made from them.
+    (root / "adapters" / "look.safetensors").write_bytes(b"\x90look, retrained")
+    keyframes, shots, film, _ = states(root)
+    assert keyframes == set(ids)
+    before = {i: (root / "keyframes" / f"{i}.png").read_bytes() for i in ids}
+    third = Pipeline(Project.open(root)).run()
+    assert third.rebuilt.keyframes == ids and third.rebuilt.shots == ids
+    assert all((root / "keyframes" / f"{i}.png").read_bytes() != before[i] for i in ids)
+
+    # Judged again, the hashes come from the cache: no input file is read.
+    def no_reading(path):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(inputs, "file_sha256", no_reading)
+    assert states(root)[:3] == (set(), set(), DONE)
+
+
+def test_a_missing_input_file_is_bad_input_and_writes_nothing(tmp_path):
+    import pytest
+
+    from cinema_cli.errors import BadInput
+
+    root = project_with_loras(tmp_path)
+    (root / "adapters" / "look.safetensors").unlink()
+    with pytest.raises(BadInput, match="lora .*look.safetensors not found"):
+        Pipeline(Project.open(root)).run()
+    assert not (root / "keyframes").exists() or not list((root / "keyframes").iterdir())
