@@ -330,7 +330,7 @@ def test_doctor_marks_keyframe_scene_experimental_and_checks_holocines_files(tmp
     (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     data = cinema_json("doctor", cwd=root)
     assert [(w["backend"], w["model"], w["present"]) for w in data["weights"] if w["stage"] == "video"] == [
-        ("holocine", "cinema-tests/no-such-wan-t2v", False), ("holocine DiTs", "cinema-tests/no-such-holocine", False)]
+        ("holocine", "cinema-tests/no-such-wan-t2v", False), ("holocine", "cinema-tests/no-such-holocine", False)]  # each as the backend declares it
     assert data["experimental"] == []
     config["video"] = {"backend": "scene", "options": {"model": "tiny"}}
     (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -460,9 +460,9 @@ MANIFESTS = JSON_VALUES | st.fixed_dictionaries({"version": st.just(1), "artifac
 @given(data=MANIFESTS)
 def test_manifest_of_any_shape_loads(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("manifest")
-    path = folder / "manifest.json"
+    path = folder / "manifest.json"  # an old single-file manifest, migrated on open
     path.write_text(json.dumps(data))
-    manifest = Manifest(path, folder)
+    manifest = Manifest(folder / "manifest", folder)
     for stage in ("story", "keyframes", "shots", "film"):
         for key in ("s01", "s02", "film", "storyboard"):
             record = manifest.get(stage, key)

@@ -55,6 +55,7 @@ def run_pipeline(pipeline: Pipeline, until: str, json_mode: bool, *, force=(), f
     with reporting(json_mode) as reporter:
         pipeline.reporter = reporter
         pipeline.check_storyboard(force_story=force_story)
+        pipeline.check_inputs(until)
         shown = len(pipeline.notices)
         for message in pipeline.notices:
             reporter.notice(message)

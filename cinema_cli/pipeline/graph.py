@@ -85,6 +85,14 @@ class Pipeline:
     def check_rewrite(self, shot_id: str):
         return self.story.check_rewrite(shot_id)
 
+    def check_inputs(self, until: str) -> None:
+        """What a run up to `until` reads besides the project files — the memory's weights,
+        the music — refused before the caller takes the lock."""
+        if until != "story":
+            self.ctx.memory  # noqa: B018 - its embedder refuses weights that would not load
+        if until == "film":
+            self.ctx.check_music()
+
     def status(self) -> ProjectStatus:
         story = self.story.state()
         if story.state == MISSING:
