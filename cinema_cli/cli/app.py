@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from cinema_cli.cli import finishing, machine, output
 from cinema_cli.cli import memory as memory_commands
+from cinema_cli.cli.helptext import cinema_command
 from cinema_cli.cli.common import (
     JsonOpt,
     ProjectOpt,
@@ -25,7 +26,7 @@ from cinema_cli.cli.common import (
 )
 from cinema_cli.errors import BadInput, CinemaError
 from cinema_cli.pipeline import Pipeline
-from cinema_cli.project.create import create_project, examples
+from cinema_cli.project.create import create_project, example_summaries
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import Shot, caption_tags
 
@@ -45,7 +46,7 @@ app.add_typer(eval_app, name="eval")
 
 def main() -> None:
     try:
-        app()
+        cinema_command(app)(prog_name="cinema")
     except OSError as err:
         # Disk full, permission denied...: a message, not a traceback. The artifact in
         # flight was never published, so the project stays consistent.
@@ -78,10 +79,20 @@ def new(
 
 
 @app.command("examples")
-def list_examples() -> None:
-    """List the example stories `cinema new --example` can start from."""
-    for name in examples():
-        output.out.print(name)
+def list_examples(json_mode: bool = JsonOpt) -> None:
+    """List the example stories `cinema new --example` can start from.
+
+    Example: cinema examples
+    """
+    summaries = example_summaries()
+    if json_mode:
+        output.print_json({"examples": summaries})
+        return
+    for item in summaries:
+        output.out.print(f"[bold]{escape(item['name'])}[/]  {escape(item['title'])}")
+        if item["logline"]:
+            output.out.print(f"    {escape(item['logline'])}")
+    output.out.print("start one with: cinema new NAME --example EXAMPLE", markup=False)
 
 
 @app.command()
@@ -241,7 +252,9 @@ def render(
 def status(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> None:
     """Each shot and stage: done / stale (why) / missing."""
     try:
-        data = Pipeline(open_project(project)).status().to_json()
+        proj = open_project(project)
+        data = Pipeline(proj).status().to_json()
+        shots = {shot.id: shot for shot in proj.storyboard.shots} if data["shots"] else {}
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:
@@ -251,10 +264,16 @@ def status(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> N
                      f"video={data['backends']['video']}")
     for message in data["notices"]:
         output.notice(message)
-    output.out.print(f"storyboard: {output.styled_state(data['story'])}"
-                     + (f"  ({'; '.join(data['story_stale_because'])})" if data["story_stale_because"] else ""))
+    output.out.print(f"storyboard: {output.styled_state(data['story'], data['story_edited'])}"
+                     + (f"  ({escape('; '.join(data['story_stale_because']))})" if data["story_stale_because"] else ""))
+    if data["story"] == "stale" and data["story_edited"]:
+        output.out.print("  expected: your edits to storyboard.yaml are kept, and `cinema render` renders them; "
+                         "`cinema story --force` regenerates it from script.yaml (shots with locked: true stay)",
+                         markup=False)
     if data["shots"]:
-        output.out.print(output.status_table(data))
+        output.out.print(output.status_table(data, shots))
+        output.out.print(output.length_summary(list(shots.values()), proj.config.assemble.crossfade_seconds),
+                         markup=False)
     output.out.print(f"film: {output.styled_state(data['film'])}"
                      + (f"  ({'; '.join(data['film_stale_because'])})" if data["film_stale_because"] else ""))
 
@@ -267,6 +286,11 @@ def shot(
     duration: Optional[float] = typer.Option(None, help="New duration in seconds."),
     seed: Optional[int] = typer.Option(None, help="New seed."),
     transition: Optional[str] = typer.Option(None, help="How it joins the shot before: cut | crossfade | continuous."),
+    dialogue: Optional[str] = typer.Option(None, help='New dialogue line (subtitles); "" removes it.'),
+    characters: Optional[str] = typer.Option(
+        None, help="Who is in the shot, comma-separated (every <Name> of the caption must be among them)."),
+    lock: Optional[bool] = typer.Option(
+        None, "--lock/--unlock", help="Keep this shot unchanged when `cinema story --force` regenerates the rest."),
     regen: bool = typer.Option(False, "--regen", help="Redo this shot's keyframe and video now (and the film, if they came out different)."),
     project: Optional[Path] = ProjectOpt,
     json_mode: bool = JsonOpt,
@@ -275,8 +299,12 @@ def shot(
 
     Example: cinema shot s03 --caption "<Mara> cracks the vault, sweat on her brow"
     """
-    edits = {k: v for k, v in dict(caption=caption, camera=camera, duration=duration,
-                                      seed=seed, transition=transition).items() if v is not None}
+    edits = {k: v for k, v in dict(caption=caption, camera=camera, duration=duration, seed=seed,
+                                      transition=transition, locked=lock).items() if v is not None}
+    if dialogue is not None:
+        edits["dialogue"] = dialogue.strip() or None
+    if characters is not None:
+        edits["characters"] = [name.strip() for name in characters.split(",") if name.strip()]
     try:
         proj = open_project(project)
         Pipeline(proj)  # validates project files before anything is written
@@ -293,15 +321,15 @@ def shot(
         output.print_json({"shot": fields, "status": row, "edited": sorted(edits),
                            "rebuilt": result_json(str(proj.root), result)["rebuilt"] if result else None})
         return
-    for key, value in fields.items():
-        if value not in (None, False) or key == "locked":
-            output.out.print(f"[bold]{key:>10}[/]  {value}")
+    for label, value in output.shot_fields(fields):
+        output.out.print(f"[bold]{label:>10}[/]  {escape(value)}")
     output.out.print(f"[bold]{'keyframe':>10}[/]  {output.styled_state(row['keyframe'])}   "
                      f"[bold]video[/] {output.styled_state(row['shot'])}")
     if row["stale_because"]:
-        output.out.print(f"[bold]{'why':>10}[/]  {'; '.join(row['stale_because'])}")
-    context = ", ".join(f"{c['shot']} ({c['score']:.2f}, {c['size'][0]}x{c['size'][1]})" for c in row["context"])
-    output.out.print(f"[bold]{'context':>10}[/]  {context or 'none'}")
+        output.out.print(f"[bold]{'why':>10}[/]  {escape('; '.join(row['stale_because']))}")
+    context = ", ".join(f"{c['shot']} (relevance {c['score']:.2f}, {c['size'][0]}x{c['size'][1]} px)"
+                        for c in row["context"])
+    output.out.print(f"[bold]{'drawn with':>10}[/]  {escape(context or 'no earlier keyframes')}")
     if result:
         print_result(result)
     elif edits:
@@ -315,7 +343,7 @@ def _edit_shot(project: Project, shot_id: str, edits: dict) -> None:
     index = board.index(shot_id)
     data = board.shots[index].model_dump()
     data.update(edits)
-    if "caption" in edits:
+    if "caption" in edits and "characters" not in edits:
         data["characters"] = caption_tags(edits["caption"])  # the caption's tags are the cast
     try:
         edited = Shot.model_validate(data)
