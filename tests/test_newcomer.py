@@ -140,3 +140,15 @@ def test_caption_says_the_time_of_day_once():
     assert compose_caption("Theo stands alone", scene) == "Theo stands alone. A wind-swept rooftop at dawn."
     night = Scene(id="st", location="a city street", time="night", beats=["x"])
     assert compose_caption("A car passes", night) == "A car passes. A city street, night."
+
+
+def test_unknown_tag_in_a_beat_is_reported_at_its_script_line(tmp_path):
+    root = small_project(tmp_path, "bob", W, H, FPS)
+    script = root / "script.yaml"
+    text = script.read_text(encoding="utf-8").replace("<Dex> slaps the blueprint", "<Bob> slaps the blueprint")
+    script.write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "<Bob>" in row)
+    result = cinema("render", cwd=root, rc=2)
+    assert re.search(rf"script\.yaml:{line - 1}: scenes\.0\.beats\.1: <Bob> is not in `characters`", result.stderr)
+    assert "storyboard.yaml" not in result.stderr
+    assert not (root / "storyboard.yaml").exists()
