@@ -152,3 +152,39 @@ def test_unknown_tag_in_a_beat_is_reported_at_its_script_line(tmp_path):
     assert re.search(rf"script\.yaml:{line - 1}: scenes\.0\.beats\.1: <Bob> is not in `characters`", result.stderr)
     assert "storyboard.yaml" not in result.stderr
     assert not (root / "storyboard.yaml").exists()
+
+
+def test_shots_lists_the_shot_list(heist):
+    text = cinema("shots", cwd=heist).stdout
+    board = yaml.safe_load((heist / "storyboard.yaml").read_text(encoding="utf-8"))["shots"]
+    for shot in board:
+        assert shot["id"] in text
+    assert "Dex slaps the blueprint" in text and "<Dex>" not in text
+    assert [s["id"] for s in cinema_json("shots", cwd=heist)["shots"]] == [s["id"] for s in board]
+
+
+def test_play_opens_the_file_in_the_chosen_player(heist, tmp_path, monkeypatch):
+    log = tmp_path / "played.txt"
+    player = tmp_path / "player.sh"
+    player.write_text(f'#!/bin/sh\necho "$@" >> {log}\n', encoding="utf-8")
+    player.chmod(0o755)
+    monkeypatch.setenv("CINEMA_PLAYER", f"{player} --loop")
+    cinema("play", "s02", "--keyframe", cwd=heist)
+    cinema("open", "s03", "--keyframe", cwd=heist)  # the same command under the word people try
+    assert log.read_text().split("\n")[:2] == [f"--loop {heist / 'keyframes/s02.png'}",
+                                             f"--loop {heist / 'keyframes/s03.png'}"]
+    assert cinema("play", "s02", "--keyframe", "--print", cwd=heist).stdout.strip() == str(heist / "keyframes/s02.png")
+    assert len(log.read_text().splitlines()) == 2  # --print opened nothing
+    # Not rendered yet, or no such shot: exit 2, a hint, nothing played.
+    assert "cinema render" in cinema("play", cwd=heist, rc=2).stderr
+    assert "cinema render" in cinema("preview", "s02", cwd=heist, rc=2).stderr
+    assert "s99" in cinema("play", "s99", cwd=heist, rc=2).stderr
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_player_command_without_a_gui():
+    from cinema_cli.review.player import player_command
+
+    path = Path("/films/heist/film.mp4")
+    assert player_command(path, {"CINEMA_PLAYER": "mpv --fs"}, "linux") == ["mpv", "--fs", str(path)]
+    assert player_command(path, {}, "darwin") == ["open", str(path)]

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from cinema_cli.cli import finishing, machine, output
+from cinema_cli.cli import finishing, machine, output, viewing
 from cinema_cli.cli import memory as memory_commands
 from cinema_cli.cli.helptext import cinema_command
 from cinema_cli.cli.common import (
@@ -418,6 +418,7 @@ def bench_attention(
 finishing.register(app, eval_app)  # board, export, eval cuts
 machine.register(app, bench_app)  # doctor, bench keyframes
 memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
+viewing.register(app)  # shots, play (open, preview)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
