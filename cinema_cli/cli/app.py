@@ -254,7 +254,8 @@ def status(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> N
     try:
         proj = open_project(project)
         data = Pipeline(proj).status().to_json()
-        shots = {shot.id: shot for shot in proj.storyboard.shots} if data["shots"] else {}
+        # Its own schema only: a storyboard the script no longer matches is stale, not bad.
+        shots = {shot.id: shot for shot in proj.storyboard_unchecked.shots} if data["shots"] and not json_mode else {}
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:

@@ -100,7 +100,7 @@ def draw_figure(d: ImageDraw.ImageDraw, who: Figure, cx: float, top: float, scal
         return [(cx + u * scale, top + v * scale) for u, v in points]
 
     b, ink = who.build, {"outline": INK, "width": line}
-    if who.hair_style in ("long", "braid") or (who.hair_style == "curly" and who.build < 0.9):
+    if who.hair_style in ("long", "braid"):
         _hair_behind(d, who, box, ink, scale)
     for side in (-1, 1):
         if not who.skirt:
@@ -200,8 +200,9 @@ def _face(d, who: Figure, box, poly, line: int, scale: float, face: str) -> None
                 d.ellipse(box(ex - eye_r, 0.072 - eye_r, ex + eye_r, 0.072 + eye_r), fill=(250, 250, 250),
                           outline=INK, width=line)
             d.ellipse(box(ex - 0.006, 0.066, ex + 0.006, 0.078), fill=INK)
-        brow = {"angry": (0.052, 0.062), "sad": (0.062, 0.052), "afraid": (0.058, 0.046),
-                "surprised": (0.046, 0.046)}.get(face, (0.052, 0.052))
+        # (inner end, outer end) heights: angry pulls the inner ends down, worry lifts them.
+        brow = {"angry": (0.062, 0.05), "sad": (0.048, 0.058), "afraid": (0.044, 0.054),
+                "surprised": (0.044, 0.044)}.get(face, (0.052, 0.052))
         inner, outer = (side * 0.008, brow[0]), (side * 0.034, brow[1])
         d.line(poly([inner, outer]), fill=who.hair if who.hair_style != "bald" else INK,
                width=max(1, line * 2))
