@@ -97,7 +97,7 @@ def test_shot_reads_like_a_person_wrote_it_and_edits_dialogue_cast_and_lock(heis
     assert "['" not in text and "False" not in text and "True" not in text
     assert re.search(r"characters\s+Dex, Theo", text)
     assert re.search(r"duration\s+3 s", text) and re.search(r"locked\s+no", text)
-    assert "drawn with" in text
+    assert re.search(r"context\s+s01 \(relevance \d\.\d\d, \d+x\d+ px\)", text), text
     data = cinema_json("shot", "s02", "--dialogue", "Ninety. Not a second more.", "--lock",
                        "--characters", "Dex, Theo, Mara", cwd=heist)
     assert data["shot"]["dialogue"] == "Ninety. Not a second more."

@@ -330,7 +330,7 @@ def shot(
         output.out.print(f"[bold]{'why':>10}[/]  {escape('; '.join(row['stale_because']))}")
     context = ", ".join(f"{c['shot']} (relevance {c['score']:.2f}, {c['size'][0]}x{c['size'][1]} px)"
                         for c in row["context"])
-    output.out.print(f"[bold]{'drawn with':>10}[/]  {escape(context or 'no earlier keyframes')}")
+    output.out.print(f"[bold]{'context':>10}[/]  {escape(context or 'no earlier keyframes')}")
     if result:
         print_result(result)
     elif edits:
