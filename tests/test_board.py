@@ -123,3 +123,30 @@ def test_board_without_storyboard_is_refused(tmp_path):
     result = cinema("board", cwd=root, rc=2)
     assert "cinema story" in result.stderr
     assert not (root / "board.html").exists() and not (root / "board.png").exists()
+
+
+def test_board_png_wraps_captions_and_shows_names_not_tags():
+    from PIL import ImageDraw, ImageFont
+
+    from cinema_cli.review.sheet import CAPTION_LINES, _wrap
+
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    font = ImageFont.load_default(size=13)
+    rows = _wrap(draw, "the dial clicks home and the massive vault door swings open " * 3, font, THUMB_WIDTH,
+                 CAPTION_LINES)
+    assert len(rows) == CAPTION_LINES and rows[-1].endswith("…")
+    assert all(draw.textlength(row, font=font) <= THUMB_WIDTH for row in rows)
+    assert _wrap(draw, "short", font, THUMB_WIDTH, CAPTION_LINES) == ["short"]
+
+
+def test_board_png_caption_rows_hold_the_names():
+    """Two shots whose captions differ only by a tag and its name draw the same text."""
+    from cinema_cli.project.schema import Resolution, Shot
+    from cinema_cli.review.cards import Card
+    from cinema_cli.review.sheet import contact_sheet
+
+    def sheet(caption: str) -> Image.Image:
+        shot = Shot(id="s01", scene="a", caption=caption, characters=["Dex"] if "<" in caption else [])
+        return contact_sheet("t", [Card(shot, "done", [], [], None, None)], Resolution(width=W, height=H))
+
+    assert list(sheet("<Dex> slaps the table").getdata()) == list(sheet("Dex slaps the table").getdata())

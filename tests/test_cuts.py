@@ -76,6 +76,17 @@ def test_cli_measures_any_video(synthetic):
     assert data["sca"] >= 0.98 and data["missed"] == [] and data["frames"] == 114
 
 
+def test_detection_reports_progress_through_the_frames(synthetic):
+    calls = []
+    streamed = transition_probabilities(synthetic, "cpu", lambda done, total: calls.append((done, total)), 114)
+    assert calls[0] == (75, 114) and calls[-1] == (114, 114)  # a window of new frames at a time
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+    assert len(streamed) == 114
+    text = cinema("eval", "cuts", "--video", str(synthetic), "--cuts", ",".join(map(str, CUTS)),
+                  cwd=synthetic.parent).stderr
+    assert "detecting cuts" in text  # a line before the wait, not silence
+
+
 def test_malformed_cuts_exit_2(synthetic):
     result = cinema("eval", "cuts", "--video", str(synthetic), "--cuts", "24,x", cwd=synthetic.parent, rc=2)
     assert "expected frame numbers" in result.stderr

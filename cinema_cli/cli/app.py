@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.text import Text
 
 from cinema_cli.cli import data as data_commands
-from cinema_cli.cli import evaluate, finishing, machine, output
+from cinema_cli.cli import evaluate, finishing, machine, output, viewing
 from cinema_cli.cli import memory as memory_commands
+from cinema_cli.cli.helptext import cinema_command
 from cinema_cli.cli.common import (
     JsonOpt,
     ProjectOpt,
@@ -27,7 +29,7 @@ from cinema_cli.cli.common import (
 )
 from cinema_cli.errors import BadInput, CinemaError, disk_error
 from cinema_cli.pipeline import Pipeline
-from cinema_cli.project.create import create_project, examples
+from cinema_cli.project.create import create_project, example_summaries
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import Shot, Storyboard, caption_tags
 
@@ -57,7 +59,7 @@ def _interrupted(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
     try:
-        app()
+        cinema_command(app)(prog_name="cinema")
     except Interrupted:
         # The artifact in flight was never published (atomic writes); everything finished
         # before it is kept and recorded, so the next run resumes from there.
@@ -97,10 +99,20 @@ def new(
 
 
 @app.command("examples")
-def list_examples() -> None:
-    """List the example stories `cinema new --example` can start from."""
-    for name in examples():
-        output.out.print(name)
+def list_examples(json_mode: bool = JsonOpt) -> None:
+    """List the example stories `cinema new --example` can start from.
+
+    Example: cinema examples
+    """
+    summaries = example_summaries()
+    if json_mode:
+        output.print_json({"examples": summaries})
+        return
+    for item in summaries:
+        output.out.print(output.labelled(item["name"], item["title"]))
+        if item["logline"]:
+            output.out.print(output.shown(f"    {item['logline']}"))
+    output.out.print("start one with: cinema new NAME --example EXAMPLE", markup=False)
 
 
 @app.command()
@@ -265,7 +277,10 @@ def render(
 def status(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> None:
     """Each shot and stage: done / stale (why) / missing."""
     try:
-        data = Pipeline(open_project(project)).status().to_json()
+        proj = open_project(project)
+        data = Pipeline(proj).status().to_json()
+        # Its own schema only: a storyboard the script no longer matches is stale, not bad.
+        shots = {shot.id: shot for shot in proj.storyboard_unchecked.shots} if data["shots"] and not json_mode else {}
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:
@@ -275,10 +290,17 @@ def status(project: Optional[Path] = ProjectOpt, json_mode: bool = JsonOpt) -> N
                      f"video={data['backends']['video']}")
     for message in data["notices"]:
         output.notice(message)
-    output.out.print(f"storyboard: {output.styled_state(data['story'])}"
-                     + (f"  ({'; '.join(data['story_stale_because'])})" if data["story_stale_because"] else ""))
+    why = f"  ({'; '.join(data['story_stale_because'])})" if data["story_stale_because"] else ""
+    output.out.print(Text.from_markup(f"storyboard: {output.styled_state(data['story'], data['story_edited'])}")
+                     + output.shown(why))
+    if data["story"] == "stale" and data["story_edited"]:
+        output.out.print("  expected: your edits to storyboard.yaml are kept, and `cinema render` renders them; "
+                         "`cinema story --force` regenerates it from script.yaml (shots with locked: true stay)",
+                         markup=False)
     if data["shots"]:
-        output.out.print(output.status_table(data))
+        output.out.print(output.status_table(data, shots))
+        output.out.print(output.length_summary(list(shots.values()), proj.config.assemble.crossfade_seconds),
+                         markup=False)
     output.out.print(f"film: {output.styled_state(data['film'])}"
                      + (f"  ({'; '.join(data['film_stale_because'])})" if data["film_stale_because"] else ""))
 
@@ -291,6 +313,11 @@ def shot(
     duration: Optional[float] = typer.Option(None, help="New duration in seconds."),
     seed: Optional[int] = typer.Option(None, help="New seed."),
     transition: Optional[str] = typer.Option(None, help="How it joins the shot before: cut | crossfade | continuous."),
+    dialogue: Optional[str] = typer.Option(None, help='New dialogue line (subtitles); "" removes it.'),
+    characters: Optional[str] = typer.Option(
+        None, help="Who is in the shot, comma-separated (every <Name> of the caption must be among them)."),
+    lock: Optional[bool] = typer.Option(
+        None, "--lock/--unlock", help="Keep this shot unchanged when `cinema story --force` regenerates the rest."),
     regen: bool = typer.Option(False, "--regen", help="Redo this shot's keyframe and video now (and the film, if they came out different)."),
     project: Optional[Path] = ProjectOpt,
     json_mode: bool = JsonOpt,
@@ -299,8 +326,12 @@ def shot(
 
     Example: cinema shot s03 --caption "<Mara> cracks the vault, sweat on her brow"
     """
-    edits = {k: v for k, v in dict(caption=caption, camera=camera, duration=duration,
-                                      seed=seed, transition=transition).items() if v is not None}
+    edits = {k: v for k, v in dict(caption=caption, camera=camera, duration=duration, seed=seed,
+                                      transition=transition, locked=lock).items() if v is not None}
+    if dialogue is not None:
+        edits["dialogue"] = dialogue.strip() or None
+    if characters is not None:
+        edits["characters"] = [name.strip() for name in characters.split(",") if name.strip()]
     try:
         proj = open_project(project)
         pipeline = Pipeline(proj)  # validates project files before anything is written
@@ -317,15 +348,15 @@ def shot(
         output.print_json({"shot": fields, "status": row, "edited": sorted(edits),
                            "rebuilt": result_json(str(proj.root), result)["rebuilt"] if result else None})
         return
-    for key, value in fields.items():
-        if value not in (None, False) or key == "locked":
-            output.out.print(output.labelled(f"{key:>10}", value))
+    for label, value in output.shot_fields(fields):
+        output.out.print(output.labelled(f"{label:>10}", value))
     output.out.print(f"[bold]{'keyframe':>10}[/]  {output.styled_state(row['keyframe'])}   "
                      f"[bold]video[/] {output.styled_state(row['shot'])}")
     if row["stale_because"]:
         output.out.print(output.labelled(f"{'why':>10}", "; ".join(row["stale_because"])))
-    context = ", ".join(f"{c['shot']} ({c['score']:.2f}, {c['size'][0]}x{c['size'][1]})" for c in row["context"])
-    output.out.print(output.labelled(f"{'context':>10}", context or "none"))
+    context = ", ".join(f"{c['shot']} (relevance {c['score']:.2f}, {c['size'][0]}x{c['size'][1]} px)"
+                        for c in row["context"])
+    output.out.print(output.labelled(f"{'context':>10}", context or "no earlier keyframes"))
     if result:
         print_result(result)
     elif edits:
@@ -346,7 +377,7 @@ def _edited_storyboard(project: Project, shot_id: str, edits: dict) -> Storyboar
     index = board.index(shot_id)
     data = board.shots[index].model_dump()
     data.update(edits)
-    if "caption" in edits:
+    if "caption" in edits and "characters" not in edits:
         data["characters"] = caption_tags(edits["caption"])  # the caption's tags are the cast
     try:
         edited = Shot.model_validate(data)
@@ -422,6 +453,7 @@ machine.register(app, bench_app)  # doctor, bench keyframes
 memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
 evaluate.register(eval_app)  # eval text, consistency, aesthetic, judge, stress, report
 data_commands.register(app, bench_app)  # data prepare/status/show, bench data
+viewing.register(app)  # shots, play (open, preview)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from cinema_cli.cli import output
-from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail, open_project
+from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail, open_project, reporting
 from cinema_cli.errors import CinemaError
 from cinema_cli.pipeline import DONE, Pipeline
 
@@ -91,7 +91,12 @@ def eval_cuts(
     try:
         requested = parse_cuts(cuts) if cuts is not None else None
         pipeline = Pipeline(open_project(project)) if video is None or requested is None else None
-        report = evaluate(pipeline, video, requested, detector=detector, tolerance_seconds=tolerance, device=device)
+        with reporting(json_mode) as reporter:  # TransNetV2 on a CPU takes a while: show it
+            reporter.stage("detecting cuts", 1)
+            reporter.item("detecting cuts", (video or Path("film.mp4")).name, 0, 1)
+            report = evaluate(pipeline, video, requested, detector=detector, tolerance_seconds=tolerance,
+                              device=device, progress=reporter.step)
+            reporter.item_done("detecting cuts", "frames")
     except CinemaError as err:
         raise fail(err, json_mode) from None
     for message in report.notices:

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from cinema_cli.project.schema import plain_text
 from cinema_cli.redaction import redact
 
 out = Console(highlight=False, soft_wrap=True)
@@ -126,18 +127,48 @@ class RichReporter:
         self.progress.console.print(Text.assemble(("note:", "dim"), " ", shown(message)))
 
 
-def status_table(status: dict) -> Table:
+def shot_fields(fields: dict) -> list[tuple[str, str]]:
+    """A shot's fields as a person reads them: names, seconds, yes/no; not Python values."""
+    rows = [("id", fields["id"]), ("scene", fields["scene"]), ("caption", fields["caption"]),
+            ("characters", ", ".join(fields["characters"]) or "none"), ("camera", fields["camera"]),
+            ("duration", f"{fields['duration']:g} s"), ("transition", fields["transition"]),
+            ("seed", str(fields["seed"]))]
+    if fields.get("dialogue"):
+        rows.append(("dialogue", f"“{fields['dialogue']}”"))
+    rows.append(("locked", "yes (kept by `cinema story --force`)" if fields.get("locked") else "no"))
+    return rows
+
+
+def status_table(status: dict, shots: dict) -> Table:
+    """Each shot: where it is, how long, what it shows, and each stage's state."""
     table = Table(title=None, show_lines=False)
-    for column in ("shot", "scene", "keyframe", "video", "why"):
-        table.add_column(column)
+    for column in ("shot", "scene", "length", "caption", "keyframe", "video", "why"):
+        table.add_column(column, justify="right" if column == "length" else "left",
+                         overflow="fold" if column == "caption" else "ellipsis")
     for row in status["shots"]:
+        shot = shots.get(row["id"])
         table.add_row(
             shown(row["id"]), shown(row["scene"]),
+            f"{shot.duration:g} s" if shot else "",
+            shown(_short(plain_text(shot.caption), 60)) if shot else "",
             styled_state(row["keyframe"], "keyframe" in row["edited"]),
             styled_state(row["shot"], "shot" in row["edited"]),
             shown("; ".join(row["stale_because"])),
         )
     return table
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def length_summary(shots: list, crossfade_seconds: float) -> str:
+    """The shots' total length, and the film's: each crossfade overlaps two shots."""
+    total = sum(shot.duration for shot in shots)
+    fades = sum(1 for shot in shots[1:] if shot.transition == "crossfade")
+    film = total - fades * crossfade_seconds
+    overlap = f"; the film {film:g} s after {fades} crossfade(s)" if fades else ""
+    return f"{len(shots)} shots, {total:g} s of shots{overlap} ({int(film // 60)}:{film % 60:04.1f})"
 
 
 def context_table(rows: list[dict]) -> Table:

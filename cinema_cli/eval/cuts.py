@@ -13,6 +13,7 @@ fallback; it finds hard cuts only, so it misses crossfades.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,7 @@ DETECTORS = ("transnetv2", "scenedetect")
 THRESHOLD = 0.5  # TransNetV2's own decision threshold
 WIDTH, HEIGHT = 48, 27  # TransNetV2's input frame
 WINDOW, STEP, CONTEXT = 100, 50, 25
+Progress = Callable[[int, int], None]  # (frames read, frames in all)
 
 
 @cache
@@ -50,8 +52,10 @@ def _transnet(device: str) -> torch.nn.Module:
     return Pretrained(device=device).eval()
 
 
-def transition_probabilities(video: Path, device: str = "auto") -> np.ndarray:
-    """TransNetV2's per-frame transition probability for every frame of `video`."""
+def transition_probabilities(video: Path, device: str = "auto", progress: Progress | None = None,
+                             frames: int = 0) -> np.ndarray:
+    """TransNetV2's per-frame transition probability for every frame of `video`;
+    `progress(frames read, frames)` after each window."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _transnet(device)
@@ -75,6 +79,8 @@ def transition_probabilities(video: Path, device: str = "auto") -> np.ndarray:
         if len(window) == WINDOW:
             kept.append(predict(window))
             window = window[STEP:]
+            if progress is not None:
+                progress(count, max(frames, count))
     if count == 0:
         raise BadInput(f"{video} has no video frames")
     remaining = count - STEP * len(kept)
@@ -83,6 +89,8 @@ def transition_probabilities(video: Path, device: str = "auto") -> np.ndarray:
         kept.append(predict(window)[:remaining])
         remaining -= STEP
         window = window[STEP:]
+    if progress is not None:
+        progress(count, count)
     return np.concatenate(kept)
 
 
@@ -113,9 +121,10 @@ def _scenedetect_cuts(video: Path, fps: float) -> list[int]:
     return [start.frame_num for start, _ in scenes[1:]]
 
 
-def detect_cuts(video: Path, fps: float, detector: str = "transnetv2", device: str = "auto") -> list[int]:
+def detect_cuts(video: Path, fps: float, detector: str = "transnetv2", device: str = "auto",
+                progress: Progress | None = None, frames: int = 0) -> list[int]:
     if detector == "transnetv2":
-        return cuts_from_probabilities(transition_probabilities(video, device))
+        return cuts_from_probabilities(transition_probabilities(video, device, progress, frames))
     if detector == "scenedetect":
         return _scenedetect_cuts(video, fps)
     raise BadInput(f"unknown cut detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
@@ -159,7 +168,8 @@ class CutReport:
 
 
 def evaluate(pipeline: Pipeline | None, video: Path | None = None, cuts: list[int] | None = None, *,
-             detector: str = "transnetv2", tolerance_seconds: float = 0.5, device: str = "auto") -> CutReport:
+             detector: str = "transnetv2", tolerance_seconds: float = 0.5, device: str = "auto",
+             progress: Progress | None = None) -> CutReport:
     """Detect the cuts of `video` (default: the project's film.mp4) and score them against
     `cuts` (default: the cuts the storyboard implies). `pipeline` is needed only for a
     default. Matches may be `tolerance_seconds` apart (at least one frame)."""
@@ -187,5 +197,6 @@ def evaluate(pipeline: Pipeline | None, video: Path | None = None, cuts: list[in
             f"{info.frames - 1} (a cut is the first frame of the new shot)"
         )
     tolerance = max(1, round(tolerance_seconds * info.fps))
-    score = shot_cut_accuracy(cuts, detect_cuts(Path(video), info.fps, detector, device), info.frames, tolerance)
+    detected = detect_cuts(Path(video), info.fps, detector, device, progress, info.frames)
+    score = shot_cut_accuracy(cuts, detected, info.frames, tolerance)
     return CutReport(Path(video), detector, info.fps, score, notices)

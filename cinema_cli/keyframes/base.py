@@ -13,6 +13,11 @@ from pydantic import BaseModel
 from cinema_cli.project.schema import Framing, Move, RuntimeSettings
 from cinema_cli.registry import Registry
 
+# A keyframe PNG's text chunk naming the notes burned onto it (a caption strip, badges)
+# that are not part of the picture: {"picture": [l, t, r, b], "fixed": [[l, t, r, b]...]}.
+# Shot backends move only the picture and hold the rest still.
+OVERLAY_KEY = "cinema:overlay"
+
 # (steps done, steps total) for a progress bar inside one keyframe.
 StepProgress = Callable[[int, int], None]
 

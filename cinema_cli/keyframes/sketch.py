@@ -9,8 +9,7 @@ only nudges where the figures stand.
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,17 +17,25 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from pydantic import BaseModel
 
-from cinema_cli.keyframes.base import KeyframeRequest, StepProgress, keyframe_backends
+from cinema_cli.keyframes.base import OVERLAY_KEY, KeyframeRequest, StepProgress, keyframe_backends
+from cinema_cli.keyframes.sketch_dressing import (
+    draw_bulb,
+    draw_car,
+    draw_car_interior,
+    draw_rooftop,
+    draw_vault_door,
+    draw_weather,
+    vault_centre,
+)
+from cinema_cli.keyframes.sketch_paint import INK, PAPER, RGB, hash_rng, hsv, mix, rotate_hue, rounded, shade
+from cinema_cli.keyframes.sketch_people import Figure, draw_figure, figure
+from cinema_cli.keyframes.sketch_words import SetDressing, expressions, set_dressing
 from cinema_cli.project.schema import Framing, Move, plain_text
 
-RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
-
-INK: RGB = (34, 32, 40)
-PAPER: RGB = (246, 243, 234)
 
 
 class SketchOptions(BaseModel, extra="forbid"):
@@ -36,38 +43,6 @@ class SketchOptions(BaseModel, extra="forbid"):
     show_caption: bool = True
     # Name labels on the figures and the shot-size / camera-move badge.
     show_labels: bool = True
-
-
-# ---------------------------------------------------------------- hashing and colour
-
-
-def _hash_rng(*parts: str) -> np.random.Generator:
-    """A generator seeded from text; hashlib, because hash() differs per process."""
-    digest = hashlib.sha256("\0".join(parts).encode()).digest()
-    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
-
-
-def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b))  # type: ignore[return-value]
-
-
-def _shade(color: RGB, factor: float) -> RGB:
-    return tuple(min(255, max(0, round(c * factor))) for c in color)  # type: ignore[return-value]
-
-
-def _hsv(h: float, s: float, v: float) -> RGB:
-    rgb = colorsys.hsv_to_rgb(h % 1.0, s, v)
-    return tuple(round(c * 255) for c in rgb)  # type: ignore[return-value]
-
-
-def _rotate_hue(color: RGB, turn: float) -> RGB:
-    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in color))
-    return _hsv(h + turn, s, v)
-
-
-def _rounded(d: ImageDraw.ImageDraw, box: tuple[float, ...], radius: float, **style) -> None:
-    """rounded_rectangle on whole pixels: Pillow's raises on some fractional small boxes."""
-    d.rounded_rectangle(tuple(round(c) for c in box), radius=round(radius), **style)
 
 
 # ---------------------------------------------------------------- the location
@@ -125,7 +100,11 @@ _PROP_WEIGHTS = {
     "mixed": {"building": 3, "house": 2, "tree": 2, "pine": 1, "lamp": 1, "gap": 2},
     "interior": {"window": 3, "door": 2, "frame": 2, "shelf": 2, "table": 2, "couch": 2,
                  "lamp": 1, "plant": 1, "gap": 1},
+    # Rooms whose words say what furnishes them: no sofas in a vault.
+    "vault": {"shelf": 2, "door": 1, "gap": 3},
+    "garage": {"shelf": 3, "table": 2, "door": 1, "window": 1, "gap": 2},
 }
+_ROOMS = (("vault", re.compile(r"\bvault")), ("garage", re.compile(r"garage|workshop|warehouse")))
 _INTERIOR_LIGHT = {"day": 1.0, "dawn": 0.9, "dusk": 0.75, "night": 0.5}
 _WORLD_HALF_WIDTH = 2.5  # set pieces span u in [-2.5, 2.5]: enough for a 4:1 frame zoomed out
 
@@ -166,16 +145,16 @@ def _palette(rng: np.random.Generator, time: str, interior: bool) -> _Palette:
     top, horizon, far, g_far, g_near, set_, foliage, light = _TIMES[time]
     if interior:
         level = _INTERIOR_LIGHT[time]
-        wall = _hsv(rng.random(), rng.uniform(0.12, 0.3), 0.84 * level)
-        floor = _hsv(rng.uniform(0.05, 0.11), rng.uniform(0.3, 0.5), 0.6 * level)
-        furniture = _hsv(rng.random(), rng.uniform(0.2, 0.4), 0.42 * level)
-        return _Palette(top=_shade(wall, 0.86), horizon=wall, ground_far=floor,
-                        ground_near=_shade(floor, 0.78), far=horizon, set=furniture,
-                        foliage=_shade(foliage, 1.2), light=light, night=time == "night")
+        wall = hsv(rng.random(), rng.uniform(0.12, 0.3), 0.84 * level)
+        floor = hsv(rng.uniform(0.05, 0.11), rng.uniform(0.3, 0.5), 0.6 * level)
+        furniture = hsv(rng.random(), rng.uniform(0.2, 0.4), 0.42 * level)
+        return _Palette(top=shade(wall, 0.86), horizon=wall, ground_far=floor,
+                        ground_near=shade(floor, 0.78), far=horizon, set=furniture,
+                        foliage=shade(foliage, 1.2), light=light, night=time == "night")
     # A small per-location hue turn so two streets at noon still differ at a glance.
     turn = rng.uniform(-0.04, 0.04)
     top, horizon, far, g_far, g_near, set_, foliage = (
-        _rotate_hue(c, turn) for c in (top, horizon, far, g_far, g_near, set_, foliage))
+        rotate_hue(c, turn) for c in (top, horizon, far, g_far, g_near, set_, foliage))
     return _Palette(top=top, horizon=horizon, ground_far=g_far, ground_near=g_near, far=far,
                     set=set_, foliage=foliage, light=light, night=time == "night")
 
@@ -199,13 +178,18 @@ def _props(rng: np.random.Generator, weights: dict[str, int]) -> tuple[_Prop, ..
 def _location(location: str, time_of_day: str) -> _Location:
     # The layout is seeded by the location alone: the same street at noon and at night
     # keeps its buildings, only the light changes.
-    rng = _hash_rng("location", location.strip().casefold())
+    rng = hash_rng("location", location.strip().casefold())
     interior = _is_interior(location, time_of_day)
     text = location.lower()
     terrain = "interior" if interior else next(
         (key for key, words in _TERRAINS if words.search(text)), "mixed")
+    if interior:
+        terrain = next((key for key, words in _ROOMS if words.search(text)), terrain)
     horizon = rng.uniform(0.6, 0.7) if interior else rng.uniform(0.52, 0.66)
     time = _time_key(time_of_day)
+    props = _props(rng, _PROP_WEIGHTS[terrain])
+    if terrain == "vault":  # the back wall's centre belongs to the vault door
+        props = tuple(p for p in props if abs(p.u) > 0.45 + p.w / 2)
     sun_u, sun_v = rng.uniform(-0.8, 0.8), rng.uniform(0.1, 0.22)
     stars = tuple(zip(rng.uniform(-2.5, 2.5, 60), rng.uniform(-0.3, horizon - 0.1, 60)))
     return _Location(
@@ -213,7 +197,7 @@ def _location(location: str, time_of_day: str) -> _Location:
         interior=interior,
         terrain=terrain,
         horizon=horizon,
-        props=_props(rng, _PROP_WEIGHTS[terrain]),
+        props=props,
         ridge=(rng.uniform(0, 6.3), rng.uniform(0, 6.3), rng.uniform(2, 4), rng.uniform(5, 9)),
         sky_body=(sun_u, horizon - 0.08 if time in ("dusk", "dawn") else sun_v),
         stars=stars if time == "night" else (),
@@ -266,7 +250,7 @@ def _draw_sky(d: ImageDraw.ImageDraw, view: _View, loc: _Location) -> None:
         d.ellipse((view.x(u) - r, view.y(v) - r, view.x(u) + r, view.y(v) + r), fill=PAPER)
     u, v = loc.sky_body
     r = 0.04 if pal.night else 0.06
-    body = (236, 234, 218) if pal.night else _mix(pal.light, pal.horizon, 0.2)
+    body = (236, 234, 218) if pal.night else mix(pal.light, pal.horizon, 0.2)
     d.ellipse(view.box(u - r, v - r, u + r, v + r), fill=body)
     # Far hills: two sines make a ridge that never repeats across the frame.
     p1, p2, f1, f2 = loc.ridge
@@ -277,7 +261,7 @@ def _draw_sky(d: ImageDraw.ImageDraw, view: _View, loc: _Location) -> None:
     points += [(view.x(us[-1]), below), (view.x(us[0]), below)]
     d.polygon(points, fill=pal.far)
     if loc.terrain == "water":
-        water = _mix(pal.top, pal.horizon, 0.5)
+        water = mix(pal.top, pal.horizon, 0.5)
         d.rectangle(view.box(-9, loc.horizon, 9, loc.horizon + 0.14), fill=water)
         for i in range(1, 4):
             v = loc.horizon + 0.035 * i
@@ -292,8 +276,8 @@ def _windows(d: ImageDraw.ImageDraw, view: _View, p: _Prop, base: float, pal: _P
     if view.px(cw * 0.45) < 2:
         return
     lit = np.random.default_rng(p.detail).random((rows, cols)) < (0.45 if pal.night else 1.0)
-    dark = _shade(pal.set, 0.7)
-    glass = pal.light if pal.night else _mix(pal.light, pal.far, 0.5)
+    dark = shade(pal.set, 0.7)
+    glass = pal.light if pal.night else mix(pal.light, pal.far, 0.5)
     for r in range(rows):
         for c in range(cols):
             u0, v0 = p.u - p.w / 2 + cw * (c + 0.28), top + ch * (r + 0.25)
@@ -303,48 +287,48 @@ def _windows(d: ImageDraw.ImageDraw, view: _View, p: _Prop, base: float, pal: _P
 
 def _building(d, view, p, base, pal):
     top = base - p.h * 1.4
-    d.rectangle(view.box(p.u - p.w / 2, top, p.u + p.w / 2, base), fill=_shade(pal.set, p.tone))
+    d.rectangle(view.box(p.u - p.w / 2, top, p.u + p.w / 2, base), fill=shade(pal.set, p.tone))
     rows, cols = max(2, round(p.h * 1.4 / 0.07)), max(2, round(p.w / 0.06))
     _windows(d, view, p, base - 0.02, pal, rows, cols, top + 0.01)
 
 
 def _house(d, view, p, base, pal):
     # Walls always clear the 0.1-high door, so the window row above it has room.
-    wall, top = _shade(pal.set, p.tone * 1.1), base - 0.16 - p.h * 0.3
+    wall, top = shade(pal.set, p.tone * 1.1), base - 0.16 - p.h * 0.3
     d.rectangle(view.box(p.u - p.w / 2, top, p.u + p.w / 2, base), fill=wall)
     roof = [(view.x(p.u - p.w * 0.6), view.y(top)), (view.x(p.u), view.y(top - p.h * 0.35)),
             (view.x(p.u + p.w * 0.6), view.y(top))]
-    d.polygon(roof, fill=_shade(pal.set, p.tone * 0.7))
-    d.rectangle(view.box(p.u - 0.03, base - 0.1, p.u + 0.03, base), fill=_shade(wall, 0.6))
+    d.polygon(roof, fill=shade(pal.set, p.tone * 0.7))
+    d.rectangle(view.box(p.u - 0.03, base - 0.1, p.u + 0.03, base), fill=shade(wall, 0.6))
     _windows(d, view, p, base - 0.11, pal, 1, 2, top)
 
 
 def _tree(d, view, p, base, pal):
-    trunk = _shade(pal.set, 0.8)
+    trunk = shade(pal.set, 0.8)
     d.rectangle(view.box(p.u - 0.012, base - p.h * 0.5, p.u + 0.012, base), fill=trunk)
     r = p.w * 0.4
     d.ellipse(view.box(p.u - r, base - p.h - r * 0.6, p.u + r, base - p.h * 0.4),
-              fill=_shade(pal.foliage, p.tone))
+              fill=shade(pal.foliage, p.tone))
 
 
 def _pine(d, view, p, base, pal):
-    d.rectangle(view.box(p.u - 0.01, base - 0.05, p.u + 0.01, base), fill=_shade(pal.set, 0.8))
+    d.rectangle(view.box(p.u - 0.01, base - 0.05, p.u + 0.01, base), fill=shade(pal.set, 0.8))
     top, half = base - p.h * 1.2, p.w * 0.3
     d.polygon([(view.x(p.u), view.y(top)), (view.x(p.u + half), view.y(base - 0.04)),
-               (view.x(p.u - half), view.y(base - 0.04))], fill=_shade(pal.foliage, p.tone * 0.85))
+               (view.x(p.u - half), view.y(base - 0.04))], fill=shade(pal.foliage, p.tone * 0.85))
 
 
 def _glow(d, view, u, v, r, pal):
     if pal.night:
         d.ellipse(view.box(u - r * 2.5, v - r * 2.5, u + r * 2.5, v + r * 2.5),
-                  fill=_mix(pal.top, pal.light, 0.25))
+                  fill=mix(pal.top, pal.light, 0.25))
     d.ellipse(view.box(u - r, v - r, u + r, v + r), fill=pal.light)
 
 
 def _street_lamp(d, view, p, base, pal):
     top = base - p.h * 0.9
     _glow(d, view, p.u, top, 0.018, pal)
-    d.line((view.x(p.u), view.y(top), view.x(p.u), view.y(base)), fill=_shade(pal.set, 0.6),
+    d.line((view.x(p.u), view.y(top), view.x(p.u), view.y(base)), fill=shade(pal.set, 0.6),
            width=max(1, round(view.px(0.008))))
 
 
@@ -359,9 +343,9 @@ def _window(d, view, p, base, pal):
 
 
 def _door(d, view, p, base, pal):
-    color = _shade(pal.set, p.tone * 1.2)
+    color = shade(pal.set, p.tone * 1.2)
     d.rectangle(view.box(p.u - 0.09, base - 0.46, p.u + 0.09, base), fill=color,
-                outline=_shade(color, 0.6), width=max(1, round(view.px(0.006))))
+                outline=shade(color, 0.6), width=max(1, round(view.px(0.006))))
     r = 0.012
     d.ellipse(view.box(p.u + 0.05 - r, base - 0.23 - r, p.u + 0.05 + r, base - 0.23 + r),
               fill=pal.light)
@@ -369,49 +353,49 @@ def _door(d, view, p, base, pal):
 
 def _picture(d, view, p, base, pal):
     w, h, top = min(p.w, 0.2), 0.13, base - 0.42
-    inner = _hsv(p.detail / (1 << 30), 0.4, 0.7)
+    inner = hsv(p.detail / (1 << 30), 0.4, 0.7)
     d.rectangle(view.box(p.u - w / 2, top, p.u + w / 2, top + h), fill=inner,
-                outline=_shade(pal.set, 0.8), width=max(1, round(view.px(0.012))))
+                outline=shade(pal.set, 0.8), width=max(1, round(view.px(0.012))))
 
 
 def _shelf(d, view, p, base, pal):
     w, top = min(p.w, 0.26), base - 0.5
-    wood = _shade(pal.set, p.tone)
+    wood = shade(pal.set, p.tone)
     d.rectangle(view.box(p.u - w / 2, top, p.u + w / 2, base), fill=wood)
     rng = np.random.default_rng(p.detail)
     for shelf in range(4):
         v = top + 0.02 + shelf * 0.12
-        books = _shade(wood, 0.55)
+        books = shade(wood, 0.55)
         if view.px(0.02) >= 3:  # individual books only once they are readable
             books = tuple(int(c) for c in rng.integers(60, 200, 3))
         d.rectangle(view.box(p.u - w / 2 + 0.02, v, p.u + w / 2 - 0.02, v + 0.09), fill=books)
 
 
 def _table(d, view, p, base, pal):
-    w, wood = min(p.w, 0.36), _shade(pal.set, p.tone)
+    w, wood = min(p.w, 0.36), shade(pal.set, p.tone)
     floor = base + 0.06
     d.rectangle(view.box(p.u - w / 2, floor - 0.2, p.u + w / 2, floor - 0.17), fill=wood)
     for leg in (-1, 1):
         u = p.u + leg * (w / 2 - 0.03)
-        d.rectangle(view.box(u - 0.012, floor - 0.17, u + 0.012, floor), fill=_shade(wood, 0.8))
+        d.rectangle(view.box(u - 0.012, floor - 0.17, u + 0.012, floor), fill=shade(wood, 0.8))
 
 
 def _couch(d, view, p, base, pal):
-    w, cloth = min(p.w, 0.42), _shade(pal.set, p.tone * 1.25)
+    w, cloth = min(p.w, 0.42), shade(pal.set, p.tone * 1.25)
     floor = base + 0.06
-    _rounded(d, view.box(p.u - w / 2, floor - 0.24, p.u + w / 2, floor - 0.02),
-             radius=view.px(0.03), fill=_shade(cloth, 0.85))
+    rounded(d, view.box(p.u - w / 2, floor - 0.24, p.u + w / 2, floor - 0.02),
+             radius=view.px(0.03), fill=shade(cloth, 0.85))
     d.rectangle(view.box(p.u - w / 2 + 0.04, floor - 0.13, p.u + w / 2 - 0.04, floor - 0.04),
                 fill=cloth)
 
 
 def _floor_lamp(d, view, p, base, pal):
     floor, top = base + 0.05, base - 0.32
-    d.line((view.x(p.u), view.y(top), view.x(p.u), view.y(floor)), fill=_shade(pal.set, 0.6),
+    d.line((view.x(p.u), view.y(top), view.x(p.u), view.y(floor)), fill=shade(pal.set, 0.6),
            width=max(1, round(view.px(0.008))))
-    shade = [(view.x(p.u - 0.035), view.y(top)), (view.x(p.u + 0.035), view.y(top)),
+    hood = [(view.x(p.u - 0.035), view.y(top)), (view.x(p.u + 0.035), view.y(top)),
              (view.x(p.u + 0.06), view.y(top + 0.08)), (view.x(p.u - 0.06), view.y(top + 0.08))]
-    d.polygon(shade, fill=pal.light if pal.night else _mix(pal.light, pal.set, 0.3))
+    d.polygon(hood, fill=pal.light if pal.night else mix(pal.light, pal.set, 0.3))
 
 
 def _plant(d, view, p, base, pal):
@@ -432,20 +416,28 @@ _INTERIOR_DRAW: dict[str, _PropDrawer] = {
 }
 
 
-def _draw_backdrop(loc: _Location, view: _View) -> Image.Image:
+def _draw_backdrop(loc: _Location, view: _View, dressing: SetDressing) -> Image.Image:
     image = _gradient(loc, view)
     d = ImageDraw.Draw(image)
     if loc.interior:
         line = max(1, round(view.px(0.01)))
         d.line((0, view.y(loc.horizon), view.width, view.y(loc.horizon)),
-               fill=_shade(loc.palette.horizon, 0.7), width=line)
+               fill=shade(loc.palette.horizon, 0.7), width=line)
     else:
         _draw_sky(d, view, loc)
     drawers = _INTERIOR_DRAW if loc.interior else _EXTERIOR_DRAW
+    if loc.terrain == "vault":
+        draw_vault_door(d, view, loc.horizon, dressing.vault_door or "closed", loc.palette.light)
     half = view.width / 2 / (view.height * view.zoom) + 0.5
     for prop in loc.props:
         if abs(prop.u - view.cu) < half + prop.w:
             drawers[prop.kind](d, view, prop, loc.horizon, loc.palette)
+    if dressing.rooftop and not loc.interior:
+        draw_rooftop(d, view, loc.horizon, loc.palette.set, view.width, view.height)
+    if dressing.bulb:
+        draw_bulb(d, view, 0.35, loc.palette.light, loc.palette.night or loc.interior)
+    if dressing.car and not dressing.in_car and not loc.interior:
+        draw_car(d, view, loc.horizon, -0.55, (110, 72, 44), loc.palette.night, loc.palette.light)
     return image
 
 
@@ -456,9 +448,14 @@ _EMPTY_ZOOM = {
 }
 
 
-def _empty_view(loc: _Location, framing: Framing, width: int, height: int) -> _View:
-    """Zoom towards the set piece nearest the centre, so closer framings show its detail."""
+def _empty_view(loc: _Location, framing: Framing, width: int, height: int, dressing: SetDressing) -> _View:
+    """Zoom towards the set piece nearest the centre, so closer framings show its detail;
+    a vault door, when the words name one, is the set piece."""
     zoom = _EMPTY_ZOOM[framing]
+    if loc.terrain == "vault" and dressing.vault_door:
+        u, v = vault_centre(loc.horizon)
+        zoom = max(zoom, 1.4)  # "the vault door fills the frame"
+        return _View(width, height, zoom, u, v)
     hero = min(loc.props, key=lambda p: abs(p.u), default=None)
     if hero is None or zoom <= 1:
         return _View(width, height, zoom)
@@ -468,44 +465,6 @@ def _empty_view(loc: _Location, framing: Framing, width: int, height: int) -> _V
 
 
 # ---------------------------------------------------------------- characters
-
-
-_SKINS: tuple[RGB, ...] = ((246, 214, 188), (232, 184, 146), (204, 148, 108), (160, 106, 72),
-                           (112, 72, 48), (250, 226, 204))
-_HAIRS: tuple[RGB, ...] = ((30, 26, 24), (72, 48, 32), (124, 82, 42), (196, 156, 92),
-                           (214, 198, 164), (146, 48, 34), (112, 112, 118))
-_TROUSERS: tuple[RGB, ...] = ((48, 52, 66), (72, 62, 52), (40, 40, 44), (92, 94, 104))
-
-
-@dataclass(frozen=True)
-class _Look:
-    skin: RGB
-    hair: RGB
-    hair_style: str  # short, long, bun, cap, bald
-    coat: RGB
-    trousers: RGB
-    accent: RGB
-    accent_kind: str  # tie, scarf
-    build: float  # shoulder width factor
-    stature: float  # height factor, shown when the whole body is in frame
-
-
-@lru_cache(maxsize=256)
-def _look(name: str) -> _Look:
-    rng = _hash_rng("character", name.strip().casefold())
-    hue = rng.random()
-    return _Look(
-        skin=_SKINS[rng.integers(len(_SKINS))],
-        hair=_HAIRS[rng.integers(len(_HAIRS))],
-        hair_style=("short", "long", "bun", "cap", "bald")[
-            rng.choice(5, p=[0.35, 0.3, 0.12, 0.13, 0.1])],
-        coat=_hsv(hue, rng.uniform(0.45, 0.75), rng.uniform(0.45, 0.8)),
-        trousers=_TROUSERS[rng.integers(len(_TROUSERS))],
-        accent=_hsv(hue + 0.5, 0.7, 0.85),
-        accent_kind=("tie", "scarf")[rng.integers(2)],
-        build=rng.uniform(0.9, 1.12),
-        stature=rng.uniform(0.92, 1.04),
-    )
 
 
 @dataclass(frozen=True)
@@ -526,7 +485,7 @@ _FIGURE_FRAMING = {
 }
 
 
-def _placements(looks: list[_Look], framing: Framing, width: int, height: int,
+def _placements(looks: list[Figure], framing: Framing, width: int, height: int,
                 horizon: float, seed: int) -> list[_Placement]:
     size, anchor, at = _FIGURE_FRAMING[framing]
     if at is None:  # standing on the ground, in the middle distance
@@ -542,56 +501,6 @@ def _placements(looks: list[_Look], framing: Framing, width: int, height: int,
         else:
             out.append(_Placement(cx, at * height, size * unit))
     return out
-
-
-def _draw_figure(d: ImageDraw.ImageDraw, look: _Look, at: _Placement, line: int) -> None:
-    """A figure in units of its own height: head top at 0, feet at 1, centred on 0."""
-
-    def box(u0, v0, u1, v1):  # either corner order, so mirrored parts share one call
-        u0, u1 = sorted((u0, u1))
-        return (at.cx + u0 * at.scale, at.top + v0 * at.scale,
-                at.cx + u1 * at.scale, at.top + v1 * at.scale)
-
-    def poly(points):
-        return [(at.cx + u * at.scale, at.top + v * at.scale) for u, v in points]
-
-    b, ink = look.build, {"outline": INK, "width": line}
-    if look.hair_style == "long":
-        _rounded(d, box(-0.068, -0.008, 0.068, 0.25), radius=0.03 * at.scale,
-                 fill=look.hair, **ink)
-    for side in (-1, 1):
-        d.rectangle(box(side * 0.008, 0.55, side * 0.085 * b, 0.95), fill=look.trousers, **ink)
-        d.ellipse(box(side * 0.004, 0.93, side * 0.1 * b, 0.99), fill=INK)
-        d.ellipse(box(side * 0.11 * b, 0.5, side * 0.165 * b, 0.56), fill=look.skin, **ink)
-        _rounded(d, box(side * 0.11 * b, 0.19, side * 0.168 * b, 0.53),
-                 radius=0.02 * at.scale, fill=look.coat, **ink)
-    d.rectangle(box(-0.022, 0.12, 0.022, 0.18), fill=look.skin, **ink)
-    d.polygon(poly([(-0.1 * b, 0.165), (0.1 * b, 0.165), (0.135 * b, 0.21), (0.12 * b, 0.58),
-                    (-0.12 * b, 0.58), (-0.135 * b, 0.21)]), fill=look.coat, **ink)
-    if look.accent_kind == "tie":
-        d.polygon(poly([(-0.012, 0.17), (0.012, 0.17), (0.018, 0.32), (0, 0.35), (-0.018, 0.32)]),
-                  fill=look.accent, **ink)
-    else:
-        _rounded(d, box(-0.06, 0.155, 0.06, 0.2), radius=0.02 * at.scale,
-                 fill=look.accent, **ink)
-    d.ellipse(box(-0.055, 0, 0.055, 0.145), fill=look.skin, **ink)
-    _draw_hair(d, look, box, ink)
-    if 0.145 * at.scale >= 18:  # a face once the head is big enough to read one
-        for side in (-1, 1):
-            d.ellipse(box(side * 0.02 - 0.007, 0.065, side * 0.02 + 0.007, 0.08), fill=INK)
-        d.arc(box(-0.018, 0.085, 0.018, 0.115), 30, 150, fill=INK, width=line)
-
-
-def _draw_hair(d: ImageDraw.ImageDraw, look: _Look, box, ink: dict) -> None:
-    if look.hair_style == "bald":
-        return
-    if look.hair_style == "cap":
-        d.chord(box(-0.06, -0.015, 0.06, 0.1), 180, 360, fill=look.accent, **ink)
-        d.rectangle(box(-0.06, 0.035, 0.085, 0.05), fill=look.accent, **ink)
-        return
-    d.chord(box(-0.058, -0.012, 0.058, 0.1), 180, 360, fill=look.hair, **ink)
-    if look.hair_style == "bun":
-        d.ellipse(box(-0.025, -0.045, 0.025, 0.005), fill=look.hair, **ink)
 
 
 # ---------------------------------------------------------------- annotations
@@ -629,7 +538,7 @@ def _label(d: ImageDraw.ImageDraw, text: str, cx: float, y: float, font: Font,
     pad = max(1, font.size // 4)
     tw = font.getlength(text)
     x = min(max(cx - tw / 2, pad + 1), width - tw - pad - 1)
-    _rounded(d, (x - pad, y, x + tw + pad, y + font.size + 2 * pad), radius=pad,
+    rounded(d, (x - pad, y, x + tw + pad, y + font.size + 2 * pad), radius=pad,
              fill=PAPER, outline=INK)
     d.text((x, y + pad + font.size * 0.8), text, font=font, fill=INK, anchor="ls")
 
@@ -683,16 +592,19 @@ _FRAMING_ABBREV = {
 
 
 def _draw_badge(d: ImageDraw.ImageDraw, framing: Framing, move: Move, font: Font,
-                width: int) -> None:
-    """Shot size and camera move in the top-right corner, like a storyboard note."""
+                width: int) -> tuple[int, int, int, int]:
+    """Shot size and camera move in the top-right corner, like a storyboard note; a
+    plain rectangle, so that the animatic can hold exactly it still (OVERLAY_KEY)."""
     pad, g = max(2, font.size // 3), round(font.size * 1.3)
     text = _FRAMING_ABBREV[framing]
     tw = font.getlength(text)
     right, top = width - pad - 2, pad + 2
     left = right - (tw + g + 3 * pad)
-    _rounded(d, (left, top, right, top + g + 2 * pad), radius=pad, fill=PAPER, outline=INK)
+    box = (math.floor(left), top, math.ceil(right), top + g + 2 * pad)
+    d.rectangle(box, fill=PAPER, outline=INK)
     d.text((left + pad, top + pad + g / 2), text, font=font, fill=INK, anchor="lm")
     _draw_move(d, move, right - pad - g, top + pad, g)
+    return box
 
 
 def _draw_caption(d: ImageDraw.ImageDraw, shot_id: str, caption: str, font: Font,
@@ -717,7 +629,7 @@ def _draw_caption(d: ImageDraw.ImageDraw, shot_id: str, caption: str, font: Font
 @keyframe_backends.register
 class SketchKeyframes:
     name = "sketch"
-    version = "1"
+    version = "2"
     Options = SketchOptions
 
     def __init__(self, options: SketchOptions) -> None:
@@ -737,9 +649,17 @@ class SketchKeyframes:
         d = ImageDraw.Draw(panel)
         frame = max(1, height // 256)
         d.rectangle((0, 0, width - 1, height - strip - 1), outline=INK, width=frame)
+        fixed = []
+        if self.options.show_labels and round(font.size * 0.85) >= 7:
+            fixed.append(_draw_badge(d, request.framing, request.move, font, width))
         if strip:
             _draw_caption(d, request.shot_id, request.caption, font,
                           (0, height - strip, width - 1, height - 1), lines)
+        # Notes on the panel, not in the picture: a camera move in the animatic moves
+        # the picture only (see video/animatic.py). Saved as a PNG text chunk.
+        overlay = PngImagePlugin.PngInfo()
+        overlay.add_text(OVERLAY_KEY, json.dumps({"picture": [0, 0, width, height - strip], "fixed": fixed}))
+        panel.encoderinfo = {"pnginfo": overlay}
         progress(1, 1)
         return panel
 
@@ -747,23 +667,29 @@ class SketchKeyframes:
         # request.context (earlier keyframes) only matters to learned models: a sketch's
         # continuity already comes from drawing by location and by name.
         loc = _location(request.location, request.time_of_day)
+        dressing = set_dressing(request.location, request.caption)
         characters = request.characters
         if request.framing is Framing.extreme_close_up:
             characters = characters[:1]  # one face fills the frame
         if not characters:
-            image = _draw_backdrop(loc, _empty_view(loc, request.framing, width, height))
+            view = _empty_view(loc, request.framing, width, height, dressing)
+            image = _draw_backdrop(loc, view, dressing)
             spots: list[_Placement] = []
         else:
-            image = _draw_backdrop(loc, _View(width, height))
-            looks = [_look(c.name) for c in characters]
+            view = _View(width, height)
+            image = _draw_backdrop(loc, view, dressing)
+            looks = [figure(c.name, c.description) for c in characters]
+            faces = expressions(request.caption, [c.name for c in characters])
             spots = _placements(looks, request.framing, width, height, loc.horizon, request.seed)
             d = ImageDraw.Draw(image)
-            for look, at in zip(looks, spots):
+            for character, look, at in zip(characters, looks, spots):
                 line = max(1, min(round(at.scale * 0.004), round(height * 0.01)))
-                _draw_figure(d, look, at, line)
+                draw_figure(d, look, at.cx, at.top, at.scale, line, faces[character.name])
+        if dressing.in_car:
+            draw_car_interior(ImageDraw.Draw(image), view, width, height, (110, 72, 44))
+        image = draw_weather(image, dressing, request.location.strip().casefold())
         label_font = _font(round(font.size * 0.85))
         if self.options.show_labels and label_font.size >= 7:
             d = ImageDraw.Draw(image)
             _draw_names(d, [c.name for c in characters], spots, label_font, width, height)
-            _draw_badge(d, request.framing, request.move, font, width)
         return image

@@ -78,6 +78,7 @@ class ProjectStatus:
         return {
             "story": self.story.state,
             "story_stale_because": self.story.reasons,
+            "story_edited": self.story.edited,
             "backends": self.backends,
             "shots": [
                 {

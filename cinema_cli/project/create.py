@@ -27,6 +27,21 @@ def examples() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / SCRIPT_FILE).is_file()) if root.is_dir() else []
 
 
+def example_summaries() -> list[dict]:
+    """Each example's name, title and logline, for `cinema examples`."""
+    import yaml
+
+    summaries = []
+    for name in examples():
+        try:
+            script = yaml.safe_load((data_dir("examples") / name / SCRIPT_FILE).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            script = {}
+        summaries.append({"name": name, "title": str(script.get("title") or ""),
+                          "logline": " ".join(str(script.get("logline") or "").split())})
+    return summaries
+
+
 def create_project(target: Path, example: str | None = None) -> Path:
     if example is None:
         source = data_dir("templates") / "project"

@@ -16,6 +16,7 @@ from cinema_cli.project.schema import (
     Script,
     Shot,
     Storyboard,
+    caption_tags,
     check_storyboard_against_config,
     check_storyboard_against_script,
 )
@@ -142,7 +143,24 @@ class Project:
                 problem = image_problem(path, verify=True)
                 if problem:
                     raise self._script_error(field, f"reference image {ref!r} {problem}")
+        self._check_beat_tags(script)
         return script
+
+    def _check_beat_tags(self, script: Script) -> None:
+        """A <Name> in a beat must be in the cast: reported at the beat's line in
+        script.yaml, where it was written, not later in the storyboard made from it."""
+        cast = [c.name for c in script.characters]
+        problems = []
+        for si, scene in enumerate(script.scenes):
+            for bi, beat in enumerate(scene.beats):
+                unknown = [name for name in caption_tags(beat.text) if name not in cast]
+                if unknown:
+                    field = f"scenes.{si}.beats.{bi}"
+                    problems.append((field, f"{', '.join(f'<{n}>' for n in unknown)} is not in `characters` "
+                                            f"(cast: {', '.join(cast) or 'none'}); add them there or untag the name"))
+        if problems:
+            _, node = load_yaml(self.script_path)
+            raise ProjectFileError(self.script_path, [(line_of(node, _loc(f)), f, m) for f, m in problems])
 
     def has_storyboard(self) -> bool:
         return self.storyboard_path.is_file()

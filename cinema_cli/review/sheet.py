@@ -9,13 +9,14 @@ import math
 from PIL import Image, ImageDraw, ImageFont
 
 from cinema_cli.project.images import image_problem
-from cinema_cli.project.schema import Resolution
+from cinema_cli.project.schema import Resolution, plain_text
 from cinema_cli.review.cards import Card
 
 COLUMNS = 4
 THUMB_WIDTH = 320
 PAD = 12
-LABEL_HEIGHT = 44
+CAPTION_LINES = 3
+LABEL_HEIGHT = 22 + CAPTION_LINES * 16 + 4
 TITLE_HEIGHT = 40
 BACKGROUND, INK, DIM = (30, 30, 32), (235, 235, 235), (150, 150, 150)
 MARK = {"stale": (192, 57, 43), "missing": (142, 68, 173)}
@@ -37,6 +38,21 @@ def _fit(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width:
         else:
             high = middle - 1
     return text[:low] + "…"
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int, lines: int) -> list[str]:
+    """Greedy word wrap into at most `lines` lines; the last one ends in an ellipsis when cut."""
+    rows: list[str] = []
+    words = text.split()
+    for index, word in enumerate(words):
+        if rows and draw.textlength(f"{rows[-1]} {word}", font=font) <= width:
+            rows[-1] += f" {word}"
+        elif len(rows) == lines:
+            rows[-1] = _fit(draw, f"{rows[-1]} {' '.join(words[index:index + 40])}", font, width)
+            break
+        else:
+            rows.append(_fit(draw, word, font, width))
+    return rows
 
 
 def contact_sheet(title: str, cards: list[Card], resolution: Resolution) -> Image.Image:
@@ -70,5 +86,7 @@ def contact_sheet(title: str, cards: list[Card], resolution: Resolution) -> Imag
         shot = card.shot
         line = f"{shot.id} · {shot.scene} · {shot.duration:g}s · {shot.transition}"
         draw.text((x, y + thumb_h + 4), _fit(draw, line, small, THUMB_WIDTH), font=small, fill=INK)
-        draw.text((x, y + thumb_h + 22), _fit(draw, shot.caption, small, THUMB_WIDTH), font=small, fill=DIM)
+        caption = plain_text(shot.caption)  # <Dex> reads as Dex
+        for row, text in enumerate(_wrap(draw, caption, small, THUMB_WIDTH, CAPTION_LINES)):
+            draw.text((x, y + thumb_h + 22 + row * 16), text, font=small, fill=DIM)
     return sheet

@@ -80,7 +80,10 @@ def compose_caption(text: str, scene: Scene) -> str:
     sentence = _sentence(text)
     if scene.location.lower() in sentence.lower():
         return sentence
-    return f"{sentence} {_sentence(f'{scene.location}, {scene.time}')}"
+    # "a rooftop at dawn" already says when: no "at dawn, dawn".
+    said = re.search(rf"\b{re.escape(scene.time.strip().lower())}\b", scene.location.lower()) if scene.time.strip() else True
+    setting = scene.location if said else f"{scene.location}, {scene.time}"
+    return f"{sentence} {_sentence(setting)}"
 
 
 def _sentence(text: str) -> str:

@@ -2,11 +2,14 @@
 
 Each frame is a window on the keyframe, resampled to the output size with sub-pixel
 accuracy so slow moves glide instead of stepping a pixel at a time. Deterministic,
-no weights, one frame in memory.
+no weights, one frame in memory. Notes burned onto a sketch panel (its caption strip and
+badges, named in the PNG's OVERLAY_KEY chunk) stay still over the moving picture, so a
+move never crops them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError
+from cinema_cli.keyframes.base import OVERLAY_KEY
 from cinema_cli.project.schema import Move
 from cinema_cli.video.base import EncodeSettings, ShotRequest, StepProgress, shot_backends
 
@@ -55,10 +59,30 @@ def camera_window(
     return (left, top, left + w, top + h)
 
 
+def _overlay(notes: str | None, size: tuple[int, int]) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """The moving picture's box and the still notes' boxes; without notes, all is picture."""
+    whole = (0, 0, *size)
+    if not notes:
+        return whole, []
+    try:
+        data = json.loads(notes)
+        picture = tuple(int(v) for v in data["picture"])
+        fixed = [tuple(int(v) for v in box) for box in data.get("fixed", [])]
+    except (ValueError, KeyError, TypeError):
+        return whole, []  # notes we cannot read: move the whole frame, as before
+    if len(picture) != 4 or picture[2] <= picture[0] or picture[3] <= picture[1]:
+        return whole, []
+    return picture, [box for box in fixed if len(box) == 4]
+
+
+def _scaled(box: tuple[int, ...], sx: float, sy: float) -> tuple[int, ...]:
+    return (math.floor(box[0] * sx), math.floor(box[1] * sy), math.ceil(box[2] * sx), math.ceil(box[3] * sy))
+
+
 @shot_backends.register
 class AnimaticShots:
     name = "animatic"
-    version = "1"
+    version = "2"
     Options = AnimaticOptions
     uses_next_keyframe = False
 
@@ -72,21 +96,30 @@ class AnimaticShots:
         try:
             with Image.open(request.keyframe) as image:
                 keyframe = image.convert("RGB")
+                notes = image.info.get(OVERLAY_KEY)
         except OSError as err:
             raise BackendError(f"animatic: cannot read keyframe {request.keyframe}: {err}") from err
-        if keyframe.size != size:
+        picture, fixed = _overlay(notes, keyframe.size)
+        if keyframe.size != size:  # the notes' boxes scale with the keyframe
+            sx, sy = size[0] / keyframe.width, size[1] / keyframe.height
+            picture, fixed = (_scaled(picture, sx, sy), [_scaled(box, sx, sy) for box in fixed])
             keyframe = keyframe.resize(size, Image.Resampling.LANCZOS)
-
+        left, top, right, bottom = picture
+        scene = keyframe.crop(picture)
+        pw, ph = right - left, bottom - top
         frames = request.frames
         with VideoWriter(out, request.width, request.height, request.fps, encode) as writer:
             for i in range(frames):
                 t = i / (frames - 1) if frames > 1 else 0.0
-                box = camera_window(request.move, t, request.width, request.height, self.options)
-                if box == (0, 0, request.width, request.height):
+                box = camera_window(request.move, t, pw, ph, self.options)
+                if box == (0, 0, pw, ph):
                     frame = keyframe  # the full frame is the keyframe itself, exactly
                 else:
                     # resize with a fractional box: sub-pixel, and twice as fast as
                     # an EXTENT transform for the same picture.
-                    frame = keyframe.resize(size, Image.Resampling.BILINEAR, box=box)
+                    frame = keyframe.copy()
+                    frame.paste(scene.resize((pw, ph), Image.Resampling.BILINEAR, box=box), (left, top))
+                    for note in fixed:
+                        frame.paste(keyframe.crop(note), note[:2])
                 writer.write(np.asarray(frame))
                 progress(i + 1, frames)
