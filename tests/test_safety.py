@@ -22,6 +22,7 @@ import yaml
 from PIL import Image
 
 from cinema_cli.assemble.probe import probe
+from cinema_cli.project.manifest import Manifest, Record
 from conftest import manifest_records
 
 SHOT_IDS = [f"s{i:02d}" for i in range(1, 15)]  # the heist example has 14 shots
@@ -88,10 +89,9 @@ def rot(root: Path, stage: str, key: str, path: Path, data: bytes) -> None:
     recorded them, and the record matches. (A changed file the manifest does not match is
     a hand edit, or, when it no longer decodes, damaged and simply redone: test_probe.py.)"""
     path.write_bytes(data)
-    state = root / ".cinema" / "manifest.json"
-    loaded = json.loads(state.read_text())
-    loaded["artifacts"][stage][key]["output"] = hashlib.sha256(data).hexdigest()
-    state.write_text(json.dumps(loaded))
+    records = Manifest(root / ".cinema" / "manifest", root / ".cinema" / "tmp")
+    record = records.get(stage, key)
+    records.put(stage, key, Record(record.recipe, hashlib.sha256(data).hexdigest()))
 
 
 def recorded(root: Path, stage: str, path_of) -> set[str]:

@@ -20,7 +20,7 @@ data_app = typer.Typer(help="Build training datasets from films: shots, keyframe
 def prepare(
     films: list[Path] = typer.Argument(..., help="Film files (any format ffmpeg reads)."),
     out: Path = typer.Option(..., "-o", "--output", help="Dataset folder (created, or resumed)."),
-    cast: Optional[Path] = typer.Option(None, "--cast", help="Cast YAML (characters: [{name, description}]) captions may tag."),
+    cast: Optional[Path] = typer.Option(None, "--cast", help="Cast YAML: `characters:`, a list with a name and description each, that captions may tag."),
     captions: Optional[str] = typer.Option(None, "--captions", help="gemini | sidecar | none (default: dataset.yaml's, else none)."),
     detector: Optional[str] = typer.Option(None, "--detector", help="Shot boundaries: transnetv2 (default) or scenedetect."),
     device: Optional[str] = typer.Option(None, "--device", help="Where TransNetV2 runs: auto, cpu, cuda."),

@@ -14,7 +14,7 @@ from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail
 from cinema_cli.errors import BadInput, CinemaError
 
 FolderOpt = typer.Option(None, "--folder", help="Measure a folder of videos (or keyframe images) instead of a project.")
-CaptionsOpt = typer.Option(None, "--captions", help="YAML for the --folder: `film:` (global prompt) and `shots:` of {file, caption, characters, scene, location}.")
+CaptionsOpt = typer.Option(None, "--captions", help="YAML for the --folder: `film:` (global prompt) and `shots:`, a list of file, caption, characters, scene and location entries.")
 AgainstOpt = typer.Option(None, "--against", help="A second project (or folder) to compare with: deltas are this - OTHER.")
 FramesOpt = typer.Option(8, "--frames", min=1, max=64, help="Frames sampled from each shot's video.")
 ClipModelOpt = typer.Option(None, "--clip-model", help="open_clip model (default: the project's memory CLIP, else ViT-L-14).")

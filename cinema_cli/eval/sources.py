@@ -30,9 +30,8 @@ from PIL import Image
 from cinema_cli.assemble.ffmpeg import read_frames
 from cinema_cli.assemble.probe import probe
 from cinema_cli.errors import BadInput, CinemaError, ProjectFileError
-from cinema_cli.memory.embedders.base import plain_caption
 from cinema_cli.project.project import Project
-from cinema_cli.project.schema import caption_tags
+from cinema_cli.project.schema import caption_tags, plain_text
 from cinema_cli.project.yamlio import line_of, load_yaml
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -123,7 +122,7 @@ def from_project(project: Project, frames_per_shot: int = FRAMES_PER_SHOT, keyfr
         location = scene.location if scene else shot.scene
         scene_prompt = ", ".join(p for p in (location, scene.time if scene else "",
                                              scene.description if scene else "") if p)
-        shots.append(EvalShot(shot.id, shot.scene, plain_caption(shot.caption), tuple(shot.characters),
+        shots.append(EvalShot(shot.id, shot.scene, plain_text(shot.caption), tuple(shot.characters),
                               location, frames, str(origin.relative_to(project.root)), scene_prompt))
     what = "keyframes" if keyframes_only else "shot videos or keyframes"
     if not shots:
@@ -153,7 +152,7 @@ def from_folder(folder: Path, captions: Path | None, frames_per_shot: int = FRAM
         scene = str(entry.get("scene", "-"))
         location = str(entry.get("location", scene))
         characters = entry.get("characters", caption_tags(caption))
-        shots.append(EvalShot(path.stem, scene, plain_caption(caption), tuple(map(str, characters)), location,
+        shots.append(EvalShot(path.stem, scene, plain_text(caption), tuple(map(str, characters)), location,
                               frames, path.name, location if location != "-" else ""))
     return Film(folder.resolve().name, shots, prompt)
 

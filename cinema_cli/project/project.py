@@ -159,8 +159,7 @@ class Project:
                     problems.append((field, f"{', '.join(f'<{n}>' for n in unknown)} is not in `characters` "
                                             f"(cast: {', '.join(cast) or 'none'}); add them there or untag the name"))
         if problems:
-            _, node = load_yaml(self.script_path)
-            raise ProjectFileError(self.script_path, [(line_of(node, _loc(f)), f, m) for f, m in problems])
+            raise file_error(self.script_path, [(_loc(f), f, m) for f, m in problems])
 
     def has_storyboard(self) -> bool:
         return self.storyboard_path.is_file()

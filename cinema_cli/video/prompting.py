@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import re
-
 from cinema_cli.keyframes.prompting import SHOT_SIZE
-from cinema_cli.project.schema import Framing, Move
+from cinema_cli.project.schema import Framing, Move, plain_text
 
 CAMERA_MOVE = {
     Move.static: "The camera holds still.",
@@ -19,12 +17,8 @@ CAMERA_MOVE = {
 }
 
 
-def plain_caption(caption: str) -> str:
-    """The caption with its <Name> tags as plain names, ending in a full stop."""
-    text = re.sub(r"<([^<>]+)>", r"\1", caption).strip()
-    return text if text.endswith((".", "!", "?")) else f"{text}."
-
-
 def shot_prompt(caption: str, framing: Framing, move: Move) -> str:
     """e.g. "Close-up. Ada turns around. The camera slowly pushes in." """
-    return f"{SHOT_SIZE[framing]}. {plain_caption(caption)} {CAMERA_MOVE[move]}"
+    text = plain_text(caption).strip()
+    sentence = text if text.endswith((".", "!", "?")) else f"{text}."
+    return f"{SHOT_SIZE[framing]}. {sentence} {CAMERA_MOVE[move]}"
