@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from cinema_cli.cli import data as data_commands
 from cinema_cli.cli import finishing, machine, output
 from cinema_cli.cli import memory as memory_commands
 from cinema_cli.cli.common import (
@@ -390,6 +391,7 @@ def bench_attention(
 finishing.register(app, eval_app)  # board, export, eval cuts
 machine.register(app, bench_app)  # doctor, bench keyframes
 memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
+data_commands.register(app, bench_app)  # data prepare/status/show, bench data
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -84,9 +84,9 @@ class GeminiTransport:
     def where(self) -> str:
         return f"Gemini at {self.base_url}" if self.base_url else "Gemini"
 
-    def generate(self, turns: Sequence[tuple[str, str]], schema: dict[str, Any]) -> str:
+    def generate(self, turns: Sequence[tuple[str, Any]], schema: dict[str, Any]) -> str:
         """The text of the model's answer to the conversation `turns`."""
-        contents = [types.Content(role=role, parts=[types.Part(text=text)]) for role, text in turns]
+        contents = [types.Content(role=role, parts=_parts(content)) for role, content in turns]
         config = types.GenerateContentConfig(
             response_mime_type="application/json",
             response_schema=types.Schema.model_validate(schema),
@@ -160,6 +160,14 @@ def redact(text: str, key: str) -> str:
     if key:
         text = text.replace(key, REDACTED)
     return re.sub(r"(?i)([?&]key=)[^&\s]+", rf"\1{REDACTED}", text)
+
+
+def _parts(content: Any) -> list[types.Part]:
+    """A turn's parts: its text, or a sequence of texts and (mime type, bytes) images."""
+    if isinstance(content, str):
+        return [types.Part(text=content)]
+    return [types.Part(text=part) if isinstance(part, str) else types.Part.from_bytes(data=part[1], mime_type=part[0])
+            for part in content]
 
 
 def _retryable(code: int | None) -> bool:

@@ -1,0 +1,120 @@
+"""`cinema data prepare / status / show` and `cinema bench data`. Thin: parse, call
+cinema_cli.data, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cinema_cli.cli import output
+from cinema_cli.cli.common import JsonOpt, fail
+from cinema_cli.errors import CinemaError
+
+data_app = typer.Typer(help="Build training datasets from films: shots, keyframes, captions, shards.",
+                       no_args_is_help=True)
+
+
+@data_app.command("prepare")
+def prepare(
+    films: list[Path] = typer.Argument(..., help="Film files (any format ffmpeg reads)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Dataset folder (created, or resumed)."),
+    cast: Optional[Path] = typer.Option(None, "--cast", help="Cast YAML (characters: [{name, description}]) captions may tag."),
+    captions: Optional[str] = typer.Option(None, "--captions", help="gemini | sidecar | none (default: dataset.yaml's, else none)."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="Shot boundaries: transnetv2 (default) or scenedetect."),
+    device: Optional[str] = typer.Option(None, "--device", help="Where TransNetV2 runs: auto, cpu, cuda."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Films prepared in parallel processes."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Films to a dataset: shots, keyframes, filters, captions, multi-shot samples, shards.
+
+    Re-running does only what changed; a killed run resumes.
+
+    Examples: cinema data prepare films/*.mkv -o ds --captions gemini --cast cast.yaml -j 4
+    """
+    from cinema_cli.data.prepare import prepare as run
+
+    overrides = {"captions": {"backend": captions}, "boundaries": {"detector": detector, "device": device}}
+
+    def progress(film: str, entry: dict) -> None:
+        if not json_mode:
+            done = ", ".join(entry.get("worked", [])) or "nothing (up to date)"
+            why = f" ({entry['why']})" if entry.get("why") else ""
+            output.err.print(f"{film}: {entry['state']}{why}; did {done}", markup=False)
+
+    try:
+        result = run(out, films, overrides=overrides, cast_file=cast, workers=workers, on_film=progress)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    failed = {f: e for f, e in result.films.items() if e["state"] != "done"}
+    code = max((e.get("exit_code", 1) for e in failed.values()), default=0)
+    if json_mode:
+        output.print_json({"ok": not failed, "dataset": str(result.dataset), "films": result.films})
+    else:
+        output.out.print(f"{len(result.films) - len(failed)} of {len(result.films)} film(s) done in {result.dataset}",
+                         markup=False)
+    raise typer.Exit(code)
+
+
+@data_app.command("status")
+def status(dataset: Path = typer.Argument(..., help="Dataset folder."), json_mode: bool = JsonOpt) -> None:
+    """Films done / pending / failed (why), shots kept and dropped by reason, hours."""
+    from cinema_cli.data.report import status as read
+
+    try:
+        data = read(dataset)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json(data)
+        return
+    output.out.print(f"{data['films']} film(s), {data['hours']:.3f} h: {len(data['done'])} done, "
+                     f"{len(data['pending'])} pending, {len(data['failed'])} failed", markup=False)
+    for film, why in data["why"].items():
+        output.out.print(f"  {film}: {why}", markup=False)
+    dropped = ", ".join(f"{reason} {n}" for reason, n in data["dropped"].items()) or "none"
+    output.out.print(f"shots: {data['shots']}, kept {data['kept']}; dropped: {dropped}", markup=False)
+    samples = ", ".join(f"{t} s: {n}" for t, n in data["multishot_samples"].items()) or "none"
+    output.out.print(f"multi-shot samples: {samples}", markup=False)
+
+
+@data_app.command("show")
+def show(dataset: Path = typer.Argument(..., help="Dataset folder."),
+         film: Optional[str] = typer.Option(None, "--film", help="Only this film (its id in the dataset)."),
+         json_mode: bool = JsonOpt) -> None:
+    """Contact sheets (PNG) and a page (HTML): keyframes, captions, boundaries, why dropped."""
+    from cinema_cli.data.report import show as write
+
+    try:
+        data = write(dataset, film)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json({"ok": True, **data})
+        return
+    output.out.print("\n".join([f"page: {data['html']}", *(f"sheet: {s}" for s in data["sheets"])]), markup=False)
+
+
+def bench_data(
+    minutes: str = typer.Option("10,30", help="Lengths of the generated films, in minutes."),
+    detector: str = typer.Option("transnetv2", help="Shot boundaries: transnetv2 or scenedetect."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Seconds of work per hour of source and peak RSS, on generated films (no captions)."""
+    from cinema_cli.bench.data import run_data_bench
+
+    try:
+        report = run_data_bench([float(m) for m in minutes.split(",")], detector)
+    except (CinemaError, ValueError) as err:
+        raise fail(err if isinstance(err, CinemaError) else CinemaError(str(err)), json_mode) from None
+    if json_mode:
+        output.print_json(report)
+        return
+    for key, value in report.items():
+        output.out.print(f"{key:>32}  {value}", markup=False)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+    bench_app.command("data")(bench_data)

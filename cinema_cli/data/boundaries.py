@@ -1,0 +1,139 @@
+"""Shot boundaries: where each shot of a film starts and ends, in frames and seconds.
+
+TransNetV2 (the detector `eval cuts` uses, CUDA when present) has two heads: the
+single-frame head peaks on the frame before a hard cut or in the middle of a dissolve;
+the many-hot head lights up every frame of a transition. A transition is a run of the
+single-frame head above the threshold; its extent is the run of the many-hot head around
+that peak. One frame or two is a hard cut; longer is a gradual transition (a dissolve,
+a fade): one boundary, and its frames belong to neither shot, so no keyframe and no
+clip starts or ends inside it. PySceneDetect's content detector is the fast CPU option;
+it sees hard cuts only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cinema_cli.assemble.ffmpeg import read_frames
+from cinema_cli.errors import BadInput
+from cinema_cli.eval.cuts import CONTEXT, HEIGHT, STEP, WIDTH, WINDOW, _scenedetect_cuts, _transnet
+
+HARD_CUT_FRAMES = 2  # a transition this many frames long or shorter is a cut
+
+
+@dataclass(frozen=True)
+class ShotSpan:
+    """Frames [start, end) of one shot, without transition frames; `after` is how the
+    shot hands over to the next one: "cut", "dissolve" or "end"."""
+
+    index: int
+    start: int
+    end: int
+    after: str
+
+    @property
+    def frames(self) -> int:
+        return self.end - self.start
+
+    def to_json(self, fps: float) -> dict:
+        return {"index": self.index, "start_frame": self.start, "end_frame": self.end,
+                "start": round(self.start / fps, 4), "end": round(self.end / fps, 4), "after": self.after}
+
+
+def transnet_heads(video: Path, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Both TransNetV2 heads for every frame, streamed in the model's own overlapping
+    windows (the same windowing as eval/cuts.py), so memory is flat in film length."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _transnet(device)
+
+    def predict(window: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        batch = torch.from_numpy(np.stack(window))[None].to(device)
+        with torch.inference_mode():
+            single, many = model.predict_raw(batch)
+        keep = slice(CONTEXT, CONTEXT + STEP)
+        return single[0, keep, 0].float().cpu().numpy(), many[0, keep, 0].float().cpu().numpy()
+
+    window: list[np.ndarray] = []
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    count = 0
+    for frame in read_frames(video, WIDTH, HEIGHT):
+        if not window:
+            window = [frame] * CONTEXT
+        window.append(frame)
+        count += 1
+        if len(window) == WINDOW:
+            kept.append(predict(window))
+            window = window[STEP:]
+    if count == 0:
+        raise BadInput(f"{video} has no video frames")
+    remaining = count - STEP * len(kept)
+    while remaining > 0:
+        window += [window[-1]] * (WINDOW - len(window))
+        single, many = predict(window)
+        kept.append((single[:remaining], many[:remaining]))
+        remaining -= STEP
+        window = window[STEP:]
+    return np.concatenate([s for s, _ in kept]), np.concatenate([m for _, m in kept])
+
+
+def transitions(single: np.ndarray, many: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Transitions as frame ranges [first, last] that belong to no shot; a hard cut
+    between frames k-1 and k is the empty range (k, k-1)."""
+    found: list[tuple[int, int]] = []
+    above = single > threshold
+    index, count = 0, len(single)
+    while index < count:
+        if not above[index]:
+            index += 1
+            continue
+        end = index
+        while end < count and above[end]:
+            end += 1
+        peak = index + int(np.argmax(single[index:end]))
+        first = last = peak
+        while first > 0 and many[first - 1] > threshold:
+            first -= 1
+        while last + 1 < count and many[last + 1] > threshold:
+            last += 1
+        first, last = min(first, index), max(last, end - 1)
+        if last - first + 1 <= HARD_CUT_FRAMES:
+            found.append((peak + 1, peak))  # a cut after the peak frame
+        else:
+            found.append((first, last))
+        index = max(end, last + 1)
+    # A "cut" after the last frame is no cut; overlapping finds merge.
+    merged: list[tuple[int, int]] = []
+    for first, last in found:
+        if first >= count:
+            continue
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def spans_from_transitions(frames: int, found: list[tuple[int, int]]) -> list[ShotSpan]:
+    spans: list[ShotSpan] = []
+    start = 0
+    for first, last in found:
+        if first > start:
+            spans.append(ShotSpan(len(spans), start, first, "cut" if last < first else "dissolve"))
+        start = max(start, last + 1)
+    if start < frames:
+        spans.append(ShotSpan(len(spans), start, frames, "end"))
+    return spans
+
+
+def detect_shots(video: Path, fps: float, frames: int, detector: str, threshold: float,
+                 device: str = "auto") -> list[ShotSpan]:
+    if detector == "transnetv2":
+        single, many = transnet_heads(video, device)
+        return spans_from_transitions(len(single), transitions(single, many, threshold))
+    cuts = _scenedetect_cuts(video, fps)
+    return spans_from_transitions(frames, [(cut, cut - 1) for cut in cuts])
