@@ -1,0 +1,213 @@
+"""`cinema train keyframes` on the tiny FLUX.2 klein preset, on a dataset written by the
+real `cinema data prepare` from ffmpeg-generated films."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cinema_cli.cli.app import app
+from cinema_cli.train.sequences import film_sequences, sampling_report
+from train_support import make_shots_film, prepare_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small and fast: 32x64 frames (8 image tokens for the target), 8-token captions.
+FAST = ["--base", "tiny", "--size", "32x64", "--rank", "8", "--lr", "0.003"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("films")
+    films = [make_shots_film(folder / "a.mp4", 8), make_shots_film(folder / "b.mp4", 5)]
+    return prepare_dataset(tmp_path_factory.mktemp("ds") / "ds", films)
+
+
+def write_yaml(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture()
+def small(tmp_path) -> Path:
+    """Settings every run here shares (no warmup, so a few steps learn something)."""
+    return write_yaml(tmp_path / "train.yaml", "caption_tokens: 8\noptimizer: {warmup_steps: 0}\n")
+
+
+def cinema(*args, rc: int = 0):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == rc, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}\n{result.exception!r}"
+    return result
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def test_dynamic_stride_sequences_overlap_at_most_a_quarter_and_outnumber_consecutive():
+    length = 8
+    sequences = film_sequences("f", 60, length, max_stride=4, max_overlap=0.25)
+    for i, a in enumerate(sequences):
+        for b in sequences[i + 1:]:
+            assert len(set(a.indices) & set(b.indices)) <= 2  # 25 % of 8
+    strides = {s.indices[1] - s.indices[0] for s in sequences}
+    assert len(strides) > 1 and strides <= {1, 2, 3, 4}
+    report = sampling_report({"f": 60, "g": 20}, [1, 8], 4, 0.25)
+    assert report["1"]["dynamic_stride"] == report["1"]["consecutive"] == 80
+    assert report["8"]["dynamic_stride"] > report["8"]["consecutive"] > 0
+
+
+# ---------------------------------------------------------------- training
+
+
+def held_loss(config, dataset: Path, trainable: Path | None = None) -> float:
+    """The loss on the first four steps' sequences with their fixed noise: the same
+    batches for every model compared (the per-step training losses draw new noise)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from cinema_cli.train.keyframes import KeyframeTraining
+
+    torch.manual_seed(config.seed)
+    family = KeyframeTraining(config, dataset)
+    model = family.build(torch.device("cpu"))
+    if trainable is not None:
+        model.load_state_dict(load_file(trainable), strict=False)
+    with torch.no_grad():
+        return sum(family.loss(model, step, 0, 1).item() for step in range(4)) / 4
+
+
+def test_loss_falls_on_a_tiny_overfit_set(dataset, small, tmp_path):
+    from cinema_cli.train import config as train_config
+    from cinema_cli.train.run import latest_checkpoint
+
+    run = tmp_path / "run"
+    cinema("train", "keyframes", dataset, *FAST, "-o", run, "--config", small, "--context", "2",
+           "--stage-steps", "24", "--batch-size", "4", "--lr", "0.01", "--checkpoint-every", "100")
+    values = losses(run)
+    assert len(values) == 24
+    assert sum(values[-6:]) / 6 < sum(values[:6]) / 6, values
+    config = train_config.load(run)
+    before = held_loss(config, dataset)
+    after = held_loss(config, dataset, latest_checkpoint(run) / "trainable.safetensors")
+    print(f"held-out-noise loss: base {before:.4f}, trained {after:.4f}")
+    assert after < 0.8 * before
+
+
+def test_resume_reproduces_the_uninterrupted_losses(dataset, small, tmp_path):
+    from cinema_cli.train import config as train_config
+    from cinema_cli.train.keyframes import KeyframeTraining
+    from cinema_cli.train import run as run_folder
+    from cinema_cli.train.loop import train
+
+    args = ["--config", small, "--context", "1,3", "--stage-steps", "3,3", "--batch-size", "2",
+            "--checkpoint-every", "2"]
+    whole = tmp_path / "whole"
+    cinema("train", "keyframes", dataset, *FAST, "-o", whole, *args)
+    # The same run stopped after step 5 (as a kill would stop it): step 5's work is lost,
+    # the checkpoint of step 4 is what --resume starts from.
+    cut = tmp_path / "cut"
+    cut_config = train_config.load(whole)
+    run_folder.start(cut, "keyframes", cut_config, dataset)
+    train(KeyframeTraining(cut_config, dataset), cut, resume=False, stop_after=5)
+    assert run_folder.latest_checkpoint(cut).name == "step-00000004"
+    assert len(losses(cut)) == 5
+    resumed = json.loads(cinema("train", "keyframes", dataset, "-o", cut, "--resume", "--json").stdout.splitlines()[-1])
+    assert resumed["first_step"] == 5
+    assert losses(cut) == losses(whole)  # exactly: same sequences, noise, weights and moments
+
+
+def test_two_processes_match_one_with_the_same_global_batch(dataset, small, tmp_path):
+    args = ["train", "keyframes", str(dataset), *FAST, "--config", str(small), "--context", "1,2",
+            "--stage-steps", "2,2", "--batch-size", "2", "--checkpoint-every", "100", "--json"]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    cinema(*args[:-1], "-o", one)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+              "-m", "cinema_cli", *args, "-o", str(two)]
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["processes"] == 2
+    # Each process computes half the batch; DDP averages the gradients: the same update up
+    # to the order of float additions.
+    assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-6)
+
+
+def test_saved_lora_loads_with_diffusers_and_changes_the_output(dataset, small, tmp_path):
+    import torch
+
+    from cinema_cli.runtime.tiny import build_tiny
+
+    run = tmp_path / "run"
+    cinema("train", "keyframes", dataset, *FAST, "-o", run, "--config", small, "--context", "1",
+           "--stage-steps", "4", "--batch-size", "2", "--lr", "0.01")
+
+    def draw(pipe):
+        return pipe("shot 0 of a, testsrc pattern", height=64, width=64, num_inference_steps=2, output_type="pt",
+                    generator=torch.Generator().manual_seed(0), max_sequence_length=8).images
+
+    pipe = build_tiny("flux2")
+    base = draw(pipe)
+    pipe.load_lora_weights(run / "lora")
+    adapted = draw(pipe)
+    assert (adapted - base).abs().mean() > 1e-3
+    transformer = build_tiny("flux2").transformer
+    transformer.load_lora_adapter(run / "lora" / "pytorch_lora_weights.safetensors", prefix="transformer")
+    assert any("lora" in name for name, _ in transformer.named_parameters())
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_a_folder_that_is_not_a_dataset_exits_2_and_writes_nothing(tmp_path):
+    (tmp_path / "films").mkdir()
+    result = cinema("train", "keyframes", tmp_path / "films", "--base", "tiny", "-o", tmp_path / "run", rc=2)
+    assert "not a prepared dataset" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_context_longer_than_the_films_exits_2_and_writes_nothing(dataset, tmp_path):
+    result = cinema("train", "keyframes", dataset, *FAST, "-o", tmp_path / "run", "--context", "1,9",
+                    "--stage-steps", "1,1", rc=2)
+    assert "context of 9 pairs is longer than the films allow" in result.stderr
+    assert "8 kept keyframes" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_from_another_base_model_exits_2_and_changes_nothing(dataset, small, tmp_path):
+    run = tmp_path / "run"
+    cinema("train", "keyframes", dataset, *FAST, "-o", run, "--config", small, "--context", "1", "--stage-steps", "1",
+           "--batch-size", "1")
+    before = snapshot(run)
+    result = cinema("train", "keyframes", dataset, "--base", "black-forest-labs/FLUX.2-klein-4B", "-o", run,
+                    "--resume", rc=2)
+    assert "trained from base model 'tiny'" in result.stderr
+    result = cinema("train", "keyframes", dataset, *FAST, "-o", run, rc=2)  # a new run into it
+    assert "pass --resume" in result.stderr
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("text, message", [
+    ("context: [1, 2]\nstage_steps: [5]\n", "context has 2 stages but stage_steps has 1"),
+    ("optimizer: {lr: -1}\n", "optimizer.lr"),
+    ("context: [1\n", "malformed YAML"),
+])
+def test_a_bad_training_config_names_the_problem_and_exits_2(dataset, tmp_path, text, message):
+    config = write_yaml(tmp_path / "train.yaml", text)
+    result = cinema("train", "keyframes", dataset, "--base", "tiny", "-o", tmp_path / "run", "--config", config, rc=2)
+    assert message in result.stderr and "train.yaml" in result.stderr
+    assert not (tmp_path / "run").exists()
