@@ -150,6 +150,7 @@ def test_two_processes_match_one_with_the_same_global_batch(dataset, small, tmp_
 def test_saved_lora_loads_with_diffusers_and_changes_the_output(dataset, small, tmp_path):
     import torch
 
+    from cinema_cli.keyframes.flux2_denoise import text_layers
     from cinema_cli.runtime.tiny import build_tiny
 
     run = tmp_path / "run"
@@ -157,8 +158,9 @@ def test_saved_lora_loads_with_diffusers_and_changes_the_output(dataset, small, 
            "--stage-steps", "4", "--batch-size", "2", "--lr", "0.01")
 
     def draw(pipe):
-        return pipe("shot 0 of a, testsrc pattern", height=64, width=64, num_inference_steps=2, output_type="pt",
-                    generator=torch.Generator().manual_seed(0), max_sequence_length=8).images
+        return pipe(prompt="shot 0 of a, testsrc pattern", height=64, width=64, num_inference_steps=2, output_type="pt",
+                    generator=torch.Generator().manual_seed(0), max_sequence_length=8,
+                    text_encoder_out_layers=text_layers(pipe)).images
 
     pipe = build_tiny("flux2")
     base = draw(pipe)
