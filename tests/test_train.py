@@ -135,7 +135,8 @@ def test_two_processes_match_one_with_the_same_global_batch(dataset, small, tmp_
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one", tmp_path / "two"
     cinema(*args[:-1], "-o", one)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    # --multi_gpu is accelerate's DDP launcher (torchrun); with no CUDA the processes join over gloo.
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
               "-m", "cinema_cli", *args, "-o", str(two)]
     result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
