@@ -148,15 +148,21 @@ def test_two_processes_match_one_with_the_same_global_batch(dataset, small, tmp_
     assert losses(two) == pytest.approx(losses(one), rel=1e-4, abs=1e-6)
 
 
-def test_saved_lora_loads_with_diffusers_and_changes_the_output(dataset, small, tmp_path):
+@pytest.fixture(scope="module")
+def lora_run(dataset, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lora")
+    small = write_yaml(folder / "train.yaml", "caption_tokens: 8\noptimizer: {warmup_steps: 0}\n")
+    run = folder / "run"
+    cinema("train", "keyframes", dataset, *FAST, "-o", run, "--config", small, "--context", "1",
+           "--stage-steps", "4", "--batch-size", "2", "--lr", "0.01")
+    return run
+
+
+def test_saved_lora_loads_with_diffusers_and_changes_the_output(lora_run):
     import torch
 
     from cinema_cli.keyframes.flux2_denoise import text_layers
     from cinema_cli.runtime.tiny import build_tiny
-
-    run = tmp_path / "run"
-    cinema("train", "keyframes", dataset, *FAST, "-o", run, "--config", small, "--context", "1",
-           "--stage-steps", "4", "--batch-size", "2", "--lr", "0.01")
 
     def draw(pipe):
         return pipe(prompt="shot 0 of a, testsrc pattern", height=64, width=64, num_inference_steps=2, output_type="pt",
@@ -165,12 +171,43 @@ def test_saved_lora_loads_with_diffusers_and_changes_the_output(dataset, small, 
 
     pipe = build_tiny("flux2")
     base = draw(pipe)
-    pipe.load_lora_weights(run / "lora")
+    pipe.load_lora_weights(lora_run / "lora")
     adapted = draw(pipe)
     assert (adapted - base).abs().mean() > 1e-3
     transformer = build_tiny("flux2").transformer
-    transformer.load_lora_adapter(run / "lora" / "pytorch_lora_weights.safetensors", prefix="transformer")
+    transformer.load_lora_adapter(lora_run / "lora" / "pytorch_lora_weights.safetensors", prefix="transformer")
     assert any("lora" in name for name, _ in transformer.named_parameters())
+
+
+def test_interleaved_backend_draws_with_the_trained_lora(lora_run, tmp_path):
+    import numpy as np
+    from safetensors.torch import save_file
+    import torch
+
+    from cinema_cli.errors import BadInput
+    from cinema_cli.keyframes.base import KeyframeRequest
+    from cinema_cli.keyframes.interleaved import InterleavedKeyframes, InterleavedOptions
+    from cinema_cli.project.schema import Framing, Move
+
+    request = KeyframeRequest(shot_id="s01", scene_id="a", caption="shot 0 of a", characters=(), framing=Framing.medium,
+                              move=Move.static, location="", time_of_day="day", style="", width=64, height=32,
+                              seed=3, context=())
+
+    def draw(**options):
+        backend = InterleavedKeyframes(InterleavedOptions(model="tiny", steps=2, **options))
+        return np.asarray(backend.render(request, lambda done, total: None), dtype=np.float32)
+
+    base = draw()
+    assert np.abs(draw(lora=str(lora_run)) - base).mean() > 0.5  # of 255
+    assert np.array_equal(draw(lora=str(lora_run / "lora")), draw(lora=str(lora_run)))
+    # An adapter for another architecture (a wider projection) is a clear bad input.
+    other = tmp_path / "other.safetensors"
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 96),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(96, 4)}, other)
+    with pytest.raises(BadInput, match="does not fit"):
+        draw(lora=str(other))
+    with pytest.raises(BadInput, match="neither a training run"):
+        InterleavedKeyframes(InterleavedOptions(model="tiny", lora=str(tmp_path / "missing"))).preflight(None)
 
 
 # ---------------------------------------------------------------- bad input

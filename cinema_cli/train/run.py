@@ -86,3 +86,16 @@ def truncate_metrics(run: Path, step: int) -> None:
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in lines))
+
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+def lora_weights(path: str | Path) -> Path:
+    """The adapter file of a training run folder, of its lora/ folder, or a .safetensors
+    file itself (what `keyframes: interleaved` takes as `lora:`)."""
+    path = Path(path).expanduser()
+    for candidate in (path / "lora" / LORA_FILE, path / LORA_FILE, path):
+        if candidate.is_file():
+            return candidate
+    raise BadInput(f"lora: {path} is neither a training run, its lora/ folder, nor a .safetensors file")
