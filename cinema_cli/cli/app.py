@@ -15,7 +15,7 @@ from rich.markup import escape
 from cinema_cli.cli import data as data_commands
 from cinema_cli.cli import finishing, machine, output
 from cinema_cli.cli import memory as memory_commands
-from cinema_cli.cli.train import train_app
+from cinema_cli.cli import train as train_commands
 from cinema_cli.cli.common import (
     JsonOpt,
     ProjectOpt,
@@ -393,7 +393,7 @@ finishing.register(app, eval_app)  # board, export, eval cuts
 machine.register(app, bench_app)  # doctor, bench keyframes
 memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
 data_commands.register(app, bench_app)  # data prepare/status/show, bench data
-app.add_typer(train_app, name="train")  # train keyframes
+train_commands.register(app, bench_app)  # train keyframes, bench train
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -127,3 +127,27 @@ def _progress(total: int, show: bool):
     if not show:
         return quiet()
     return bar() if output.err.is_terminal else lines()
+
+
+def bench_train(
+    contexts: str = typer.Option("1,8,16,32", "--contexts", help="Pairs per sequence to measure."),
+    steps: int = typer.Option(2, "--steps", min=1, help="Timed steps per row (after one warm-up)."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Training sequences/s and peak memory against context length, GoldenMem against naive."""
+    from cinema_cli.bench.train import run_train_bench
+
+    try:
+        report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json(report)
+        return
+    for row in report["rows"]:
+        output.out.print("  ".join(f"{k} {v}" for k, v in row.items()), markup=False)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")
+    bench_app.command("train")(bench_train)

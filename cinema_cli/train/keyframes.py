@@ -68,7 +68,7 @@ class KeyframeTraining:
         transformer = self.pipe.transformer.to(device)
         transformer.requires_grad_(False)
         if self.config.method == "lora":
-            from peft import LoraConfig
+            from peft import LoraConfig  # after load_base: transformers is importable then
 
             transformer.add_adapter(LoraConfig(r=self.config.lora.rank, lora_alpha=self.config.lora.alpha,
                                                init_lora_weights="gaussian", target_modules=LORA_TARGETS))
@@ -140,17 +140,7 @@ class KeyframeTraining:
         return pairs
 
     def sizes(self, context: int) -> list[tuple[int, int]]:
-        """Pixel sizes of the context pairs (oldest first) and then the target. GoldenMem
-        gives the nearest context pair the largest size; past its last size (frames too
-        small to shrink further) the smallest is repeated."""
-        from cinema_cli.memory.goldenmem import schedule
-
-        full = (self.config.height, self.config.width)
-        if not self.config.goldenmem or context == 0:
-            return [full] * (context + 1)
-        slots = [s.pixels for s in schedule(*full, context).context] or [full]
-        slots += [slots[-1]] * (context - len(slots))
-        return list(reversed(slots)) + [full]
+        return pair_sizes(self.config.height, self.config.width, context, self.config.goldenmem)
 
     def _latent(self, sample, height: int, width: int):
         import torch
@@ -179,6 +169,20 @@ class KeyframeTraining:
                                                     text_encoder_out_layers=text_layers(self.pipe))
             self._texts[sample.key] = embeds[0].float()
         return self._texts[sample.key]
+
+
+def pair_sizes(height: int, width: int, context: int, goldenmem: bool = True) -> list[tuple[int, int]]:
+    """Pixel sizes of the context pairs (oldest first) and then the target. GoldenMem
+    gives the nearest context pair the largest size; past its last size (frames too
+    small to shrink further) the smallest is repeated."""
+    from cinema_cli.memory.goldenmem import schedule
+
+    full = (height, width)
+    if not goldenmem or context == 0:
+        return [full] * (context + 1)
+    slots = [s.pixels for s in schedule(height, width, context).context] or [full]
+    slots += [slots[-1]] * (context - len(slots))
+    return list(reversed(slots)) + [full]
 
 
 def load_base(base: str, dtype):
