@@ -3,7 +3,6 @@ one caption per shot from a sidecar file, run through the real `cinema data prep
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
@@ -45,11 +44,3 @@ def prepare_dataset(root: Path, films: list[Path]) -> Path:
     assert result.exit_code == 0, f"{result.stdout}\n{result.stderr}\n{result.exception!r}"
     return root
 
-
-def keyframe_counts(root: Path) -> dict[str, int]:
-    from cinema_cli.data.reader import Dataset
-
-    counts: dict[str, int] = {}
-    for sample in Dataset(root).keyframes():
-        counts[sample.film] = counts.get(sample.film, 0) + 1
-    return counts
