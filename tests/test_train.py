@@ -210,6 +210,27 @@ def test_interleaved_backend_draws_with_the_trained_lora(lora_run, tmp_path):
         InterleavedKeyframes(InterleavedOptions(model="tiny", lora=str(tmp_path / "missing"))).preflight(None)
 
 
+def test_gradient_checkpointing_trains_the_same_and_full_fine_tune_saves_a_loadable_transformer(dataset, small,
+                                                                                              tmp_path):
+    from cinema_cli.runtime.tiny import build_tiny
+    from cinema_cli.runtime.torch_compat import prepare_torch
+
+    prepare_torch()
+    from diffusers import Flux2Transformer2DModel
+
+    args = [*FAST, "--config", small, "--context", "2", "--stage-steps", "2", "--batch-size", "2"]
+    plain, checkpointed, full = tmp_path / "plain", tmp_path / "gc", tmp_path / "full"
+    cinema("train", "keyframes", dataset, *args, "-o", plain)
+    cinema("train", "keyframes", dataset, *args, "-o", checkpointed, "--gradient-checkpointing")
+    assert losses(checkpointed) == pytest.approx(losses(plain), rel=1e-5)
+    cinema("train", "keyframes", dataset, *args, "-o", full, "--method", "full", "--lr", "0.001")
+    trained = Flux2Transformer2DModel.from_pretrained(full / "transformer")
+    base = build_tiny("flux2").transformer
+    moved = [(a - b).abs().max().item() for a, b in zip(trained.parameters(), base.parameters())]
+    assert max(moved) > 1e-4
+    assert not (full / "lora").exists()
+
+
 # ---------------------------------------------------------------- bad input
 
 
