@@ -106,26 +106,32 @@ def test_loss_falls_on_a_tiny_overfit_set(dataset, small, tmp_path):
     assert after < 0.8 * before
 
 
-def test_resume_reproduces_the_uninterrupted_losses(dataset, small, tmp_path):
-    from cinema_cli.train import config as train_config
-    from cinema_cli.train.keyframes import KeyframeTraining
-    from cinema_cli.train import run as run_folder
-    from cinema_cli.train.loop import train
+def test_a_killed_run_resumes_to_the_uninterrupted_losses(dataset, small, tmp_path):
+    import signal
+    import time
 
-    args = ["--config", small, "--context", "1,3", "--stage-steps", "3,3", "--batch-size", "2",
-            "--checkpoint-every", "2"]
-    whole = tmp_path / "whole"
-    cinema("train", "keyframes", dataset, *FAST, "-o", whole, *args)
-    # The same run stopped after step 5 (as a kill would stop it): step 5's work is lost,
-    # the checkpoint of step 4 is what --resume starts from.
-    cut = tmp_path / "cut"
-    cut_config = train_config.load(whole)
-    run_folder.start(cut, "keyframes", cut_config, dataset)
-    train(KeyframeTraining(cut_config, dataset), cut, resume=False, stop_after=5)
-    assert run_folder.latest_checkpoint(cut).name == "step-00000004"
-    assert len(losses(cut)) == 5
+    from cinema_cli.train.run import latest_checkpoint
+
+    args = ["train", "keyframes", str(dataset), *FAST, "--config", str(small), "--context", "1,3",
+            "--stage-steps", "4,4", "--batch-size", "2", "--checkpoint-every", "2"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    cinema(*args, "-o", whole)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "cinema_cli", *args, "-o", str(cut)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = cut / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    trained = len(metrics.read_text().splitlines())
+    assert trained < 8
+    saved = int(latest_checkpoint(cut).name.split("-")[1])
+    assert trained - saved <= 2  # at most the steps since the last checkpoint are lost
     resumed = json.loads(cinema("train", "keyframes", dataset, "-o", cut, "--resume", "--json").stdout.splitlines()[-1])
-    assert resumed["first_step"] == 5
+    assert resumed["first_step"] == saved + 1
     assert losses(cut) == losses(whole)  # exactly: same sequences, noise, weights and moments
 
 

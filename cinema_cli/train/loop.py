@@ -44,10 +44,9 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
 
 
-def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], None] = lambda record: None,
-          stop_after: int | None = None) -> dict:
-    """Train to the end of the last stage (or `stop_after` steps, as an interruption
-    would). Returns a summary; rank 0 writes the run folder."""
+def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], None] = lambda record: None) -> dict:
+    """Train to the end of the last stage (from the last checkpoint when resuming).
+    Returns a summary; rank 0 writes the run folder."""
     import torch
 
     config = family.config
@@ -94,8 +93,6 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
                 on_step(record)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 _save_checkpoint(accelerator, family, run, done, model, optimizer, scheduler)
-            if stop_after is not None and done >= stop_after:
-                break
     finally:
         if metrics is not None:
             metrics.close()
