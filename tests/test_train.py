@@ -266,6 +266,12 @@ def test_a_run_from_another_base_model_exits_2_and_changes_nothing(dataset, smal
     result = cinema("train", "keyframes", dataset, *FAST, "-o", run, rc=2)  # a new run into it
     assert "pass --resume" in result.stderr
     assert snapshot(run) == before
+    from cinema_cli.project.lock import ProjectLock
+
+    with ProjectLock(run / ".lock"):  # a run still training holds it
+        result = cinema("train", "keyframes", dataset, "-o", run, "--resume", rc=1)
+    assert f"being trained by another process (pid {os.getpid()})" in result.stderr
+    assert snapshot(run) == before
 
 
 @pytest.mark.parametrize("text, message", [

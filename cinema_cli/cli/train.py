@@ -4,6 +4,7 @@ or `torchrun -m cinema_cli`: every process runs this, rank 0 prints and writes."
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional
@@ -79,15 +80,18 @@ def keyframes(
                 raise BadInput(f"a resumed run keeps its saved settings; drop {', '.join(given)}")
             config = run_folder.check(out, True, "keyframes", None, base, dataset)
         else:
-            config = run_folder.check(out, False, "keyframes", train_config.resolve(base, config_file, overrides),
-                                      base, dataset)
+            config = train_config.resolve(base, config_file, overrides)
+            if main:  # the others would find the folder rank 0 has begun to write
+                run_folder.check(out, False, "keyframes", config, base, dataset)
         family = KeyframeTraining(config, dataset)  # reads and checks the dataset and stages
-        if main and not resume:
-            run_folder.start(out, "keyframes", config, dataset)
-        if main and not json_mode:
-            output.err.print(f"sequences per context (dynamic stride vs consecutive): {family.report}", markup=False)
-        with _progress(config.steps, main and not json_mode) as on_step:
-            result = train(family, out, resume=resume, on_step=on_step)
+        with run_folder.lock(out) if main else contextlib.nullcontext():
+            if main and not resume:
+                run_folder.start(out, "keyframes", config, dataset)
+            if main and not json_mode:
+                output.err.print(f"sequences per context (dynamic stride vs consecutive): {family.report}",
+                                 markup=False)
+            with _progress(config.steps, main and not json_mode) as on_step:
+                result = train(family, out, resume=resume, on_step=on_step)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if main and json_mode:
@@ -96,8 +100,6 @@ def keyframes(
 
 def _progress(total: int, show: bool):
     """A rich bar with loss, lr and it/s on a terminal; plain lines otherwise."""
-    import contextlib
-
     from cinema_cli.train.loop import describe
 
     @contextlib.contextmanager

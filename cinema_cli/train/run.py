@@ -6,6 +6,7 @@
     RUN/checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG, step and data
                                position; written under a temporary name and renamed, so a
                                checkpoint is whole or absent
+    RUN/.lock                  held by the training process (rank 0)
     RUN/lora/                  the latest adapter in diffusers' format (load_lora_weights)
 
 Only rank 0 writes any of it.
@@ -48,6 +49,31 @@ def check(run: Path, resume: bool, family: str, config: TrainConfig | None, base
     if str(dataset.resolve()) != saved["dataset"]:
         raise BadInput(f"{run} was trained on {saved['dataset']}, not {dataset.resolve()}")
     return train_config.load(run)
+
+
+def lock(run: Path):
+    """One writer per run folder: a second `train` into it (say a --resume while the run
+    still trains) is refused naming the holder's pid. The kernel drops it when the holder
+    dies, so a killed run leaves no stale lock."""
+    import contextlib
+
+    from cinema_cli.errors import LockHeld
+    from cinema_cli.project.lock import ProjectLock
+
+    @contextlib.contextmanager
+    def held():
+        holder = ProjectLock(run / ".lock")
+        try:
+            holder.acquire()
+        except LockHeld:
+            pid = (run / ".lock").read_text().strip() or "unknown"
+            raise LockHeld(f"{run} is being trained by another process (pid {pid}); wait for it, or stop it") from None
+        try:
+            yield
+        finally:
+            holder.release()
+
+    return held()
 
 
 def start(run: Path, family: str, config: TrainConfig, dataset: Path) -> None:
