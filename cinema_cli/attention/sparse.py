@@ -63,9 +63,12 @@ def packed_attention(
         # a (batch, tokens, heads, dim) view: the dense kernel then reads each head's rows
         # contiguously, measurably faster on short sequences.
         rows = min(per_call, len(group)) * batch
-        qs = _head_major(q, rows, q_length)
-        ks, vs = _head_major(k, rows, k_length), _head_major(v, rows, k_length)
+        # Under autograd a refilled buffer would overwrite what backward needs: fresh ones.
+        reuse = not (torch.is_grad_enabled() and q.requires_grad)
         for first in range(0, len(group), per_call):
+            if first == 0 or not reuse:
+                qs = _head_major(q, rows, q_length)
+                ks, vs = _head_major(k, rows, k_length), _head_major(v, rows, k_length)
             chunk = group[first:first + per_call]
             for i, s in enumerate(chunk):
                 rows_of = slice(i * batch, (i + 1) * batch)

@@ -16,6 +16,7 @@ from rich.text import Text
 from cinema_cli.cli import data as data_commands
 from cinema_cli.cli import evaluate, finishing, machine, output, viewing
 from cinema_cli.cli import memory as memory_commands
+from cinema_cli.cli import train as train_commands
 from cinema_cli.cli.helptext import cinema_command
 from cinema_cli.cli.common import (
     JsonOpt,
@@ -454,6 +455,7 @@ memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
 evaluate.register(eval_app)  # eval text, consistency, aesthetic, judge, stress, report
 data_commands.register(app, bench_app)  # data prepare/status/show, bench data
 viewing.register(app)  # shots, play (open, preview)
+train_commands.register(app, bench_app)  # train keyframes, bench train
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

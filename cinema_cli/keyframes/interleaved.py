@@ -15,6 +15,7 @@ and is not offered yet.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,8 @@ class InterleavedOptions(Flux2Options):
     context_noise: tuple[int, int] = (1, 250)
     # Text tokens of each context pair's caption (the new keyframe's prompt keeps klein's 512).
     context_caption_tokens: int = Field(128, ge=8, le=512)
+    # A LoRA from `cinema train keyframes`: the run folder, its lora/ folder or the file.
+    lora: str | None = None
 
     @field_validator("context_noise")
     @classmethod
@@ -61,12 +64,29 @@ class InterleavedKeyframes(Flux2Keyframes):
             pixels = self._draw(pipe, request, progress)
         return Image.fromarray((np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
 
+    @classmethod
+    def input_files(cls, options: InterleavedOptions) -> dict[str, Path]:
+        """The adapter file, hashed into every keyframe's recipe: retraining into the same
+        run folder makes exactly the keyframes drawn with it stale (runtime.inputs)."""
+        from cinema_cli.train.run import lora_weights
+
+        return {} if options.lora is None else {"lora": lora_weights(options.lora)}
+
     def _load(self, runtime):
         from cinema_cli.keyframes.interleaved_model import InterleavedFlux2
 
         pipe = super()._load(runtime)
+        if self.options.lora is not None:
+            _load_lora(pipe, self.options.lora, self.name)
         pipe.interleaved = InterleavedFlux2(pipe.transformer)  # installs the pair attention
         return pipe
+
+    def preflight(self, plan) -> list[str]:
+        from cinema_cli.train.run import lora_weights
+
+        if self.options.lora is not None:
+            lora_weights(self.options.lora)  # missing: bad input before anything is written
+        return super().preflight(plan)
 
     def _draw(self, pipe, request: KeyframeRequest, progress: StepProgress) -> np.ndarray:
         import torch
@@ -117,3 +137,15 @@ class InterleavedKeyframes(Flux2Keyframes):
         image = decode(pipe, latents[None], request.height, request.width)
         pipe.maybe_free_model_hooks()
         return image
+
+
+def _load_lora(pipe, path: str, backend: str) -> None:
+    from cinema_cli.errors import BadInput
+    from cinema_cli.train.run import lora_weights
+
+    weights = lora_weights(path)
+    try:
+        pipe.load_lora_weights(str(weights))
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise BadInput(f"{backend}: the LoRA {weights} does not fit {type(pipe.transformer).__name__} "
+                       f"(trained for another architecture or size?): {str(err).splitlines()[0]}") from None

@@ -115,17 +115,32 @@ class InterleavedFlux2(nn.Module):
         state.layout, state.mask = layout, mask
         state.past, state.past_layout = (past.kv, past.layout) if past is not None else (None, None)
         checkpointing = torch.is_grad_enabled() and t.gradient_checkpointing
+        settings = (layout, mask, state.past, state.past_layout)
+
+        def in_layout(block):
+            # Backward recomputes a checkpointed block after this forward has cleared the
+            # shared state: the recomputation must see the same layout and mask.
+            def call(*args):
+                previous = (state.layout, state.mask, state.past, state.past_layout)
+                state.layout, state.mask, state.past, state.past_layout = settings
+                try:
+                    return block(*args)
+                finally:
+                    state.layout, state.mask, state.past, state.past_layout = previous
+            return call
+
         try:
             for block in t.transformer_blocks:
                 if checkpointing:
-                    text, image = t._gradient_checkpointing_func(block, image, text, mod_image, mod_text, rotary, None)
+                    text, image = t._gradient_checkpointing_func(in_layout(block), image, text, mod_image, mod_text,
+                                                                 rotary, None)
                 else:
                     text, image = block(hidden_states=image, encoder_hidden_states=text, temb_mod_img=mod_image,
                                         temb_mod_txt=mod_text, image_rotary_emb=rotary, joint_attention_kwargs=None)
             hidden = torch.cat([text, image], dim=1)
             for block in t.single_transformer_blocks:
                 if checkpointing:
-                    hidden = t._gradient_checkpointing_func(block, hidden, None, mod_single, rotary, None)
+                    hidden = t._gradient_checkpointing_func(in_layout(block), hidden, None, mod_single, rotary, None)
                 else:
                     hidden = block(hidden_states=hidden, encoder_hidden_states=None, temb_mod=mod_single,
                                    image_rotary_emb=rotary, joint_attention_kwargs=None)

@@ -1,0 +1,25 @@
+"""The one place that builds the Accelerator: DDP over however many processes
+`accelerate launch` / `torchrun` started (gloo on CPU, NCCL on CUDA), or one process."""
+
+from __future__ import annotations
+
+from cinema_cli.train.config import TrainConfig
+
+
+def precision(config: TrainConfig, cuda: bool) -> str:
+    """accelerate's mixed_precision: bf16 on CUDA unless asked otherwise; fp32 on CPU
+    (bf16 matmuls on a CPU are slow and their rounding hides small-loss tests)."""
+    if config.precision == "auto":
+        return "bf16" if cuda else "no"
+    return "bf16" if config.precision == "bf16" else "no"
+
+
+def build_accelerator(config: TrainConfig):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    # LoRA leaves most parameters frozen; DDP only needs to know every trainable one is used.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
+    return Accelerator(mixed_precision=precision(config, cuda), cpu=not cuda, kwargs_handlers=[ddp])

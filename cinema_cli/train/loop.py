@@ -1,0 +1,154 @@
+"""The training loop, shared by every model family.
+
+A family (keyframes.py) builds the model, computes one process's share of a step's loss,
+and saves weights in its diffusers format; the loop owns the rest: the Accelerator (DDP
+over the launched processes), AdamW, the staged warmup + cosine schedule, gradient
+clipping, checkpoints, exact resume, metrics and progress.
+
+Exact resume: which sequences and which noise a step uses depend only on (seed, step),
+and the checkpoint holds the trainable weights, AdamW's moments and the scheduler, so a
+resumed run computes the same losses as one never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from cinema_cli.errors import BadInput
+from cinema_cli.train import run as run_folder
+from cinema_cli.train.config import TrainConfig
+from cinema_cli.train.engine import build_accelerator
+
+
+class Family(Protocol):
+    name: str
+    config: TrainConfig
+
+    def build(self, device): ...
+    def loss(self, model, step: int, rank: int, world: int): ...
+    def save_weights(self, model, folder: Path) -> None: ...
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """Linear warmup at the start of every context stage, times one cosine over the run."""
+    step = min(step, config.steps - 1)
+    _, first = config.stage(step)
+    warmup = config.optimizer.warmup_steps
+    warm = min(1.0, (step - first + 1) / warmup) if warmup else 1.0
+    floor = config.optimizer.min_lr_ratio
+    return warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+
+
+def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], None] = lambda record: None) -> dict:
+    """Train to the end of the last stage (from the last checkpoint when resuming).
+    Returns a summary; rank 0 writes the run folder."""
+    import torch
+
+    config = family.config
+    accelerator = build_accelerator(config)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise BadInput(f"batch_size {config.batch_size} does not split over {world} processes")
+    torch.manual_seed(config.seed)  # the adapter's initial weights: the same on every process
+    model = family.build(accelerator.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    o = config.optimizer
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
+    first = 0
+    checkpoint = run_folder.latest_checkpoint(run) if resume else None
+    if checkpoint is not None:
+        first = _load_checkpoint(checkpoint, model, optimizer, scheduler)
+    if accelerator.is_main_process:
+        run_folder.truncate_metrics(run, first)
+    # The scheduler stays outside prepare(): accelerate would step it once per process.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    metrics = (run / "metrics.jsonl").open("a") if accelerator.is_main_process else None
+    losses = []
+    done = first
+    try:
+        for step in range(first, config.steps):
+            started = time.perf_counter()
+            loss = family.loss(model, step, rank, world)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(params, o.grad_clip)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            mean = accelerator.reduce(loss.detach(), "mean").item()
+            losses.append(mean)
+            done = step + 1
+            if accelerator.is_main_process:
+                seconds = time.perf_counter() - started
+                record = {"step": done, "loss": mean, "lr": lr, "context": config.context[config.stage(step)[0]],
+                          "samples_per_s": config.batch_size / seconds, "seconds": seconds}
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+                on_step(record)
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                _save_checkpoint(accelerator, family, run, done, model, optimizer, scheduler)
+    finally:
+        if metrics is not None:
+            metrics.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and done == config.steps:
+        family.save_weights(accelerator.unwrap_model(model), run / "lora" if config.method == "lora" else run)
+    accelerator.wait_for_everyone()
+    return {"run": str(run), "steps": config.steps, "first_step": first + 1, "last_step": done,
+            "losses": losses, "processes": world}
+
+
+def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer, scheduler) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+
+        def fill(folder: Path) -> None:
+            trainable = {n: p.detach().cpu().contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad}
+            save_file(trainable, folder / "trainable.safetensors")
+            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+            torch.save({"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, folder / "rng.pt")
+            if family.config.method == "lora":
+                family.save_weights(unwrapped, folder / "lora")
+            # The data position: the next step; sequences and noise follow from (seed, step).
+            stage, start = family.config.stage(step - 1)
+            state = {"step": step, "stage": stage, "step_in_stage": step - start,
+                     "sequences_seen": step * family.config.batch_size}
+            (folder / "state.json").write_text(json.dumps(state) + "\n")
+
+        run_folder.write_checkpoint(run, step, fill)
+    accelerator.wait_for_everyone()
+
+
+def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
+    import torch
+    from safetensors.torch import load_file
+
+    trainable = load_file(folder / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in trainable.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
+    rng = torch.load(folder / "rng.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((folder / "state.json").read_text())["step"]
+
+
+def describe(record: dict, total: int) -> str:
+    return (f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+            f"context {record['context']}  {record['samples_per_s']:.1f} samples/s")
