@@ -110,3 +110,18 @@ def test_a_project_plans_with_interleaved_keyframes(tmp_path):
     assert len(shots) >= 2
     last = json.loads((root / "keyframes" / f"{shots[-1]}.json").read_text())
     assert last["backend"] == "interleaved" and last["context"]  # later keyframes extend earlier ones
+
+
+def test_the_lora_file_is_an_input_of_every_keyframe(tmp_path):
+    from cinema_cli.runtime.inputs import InputHasher, declared_inputs
+
+    run = tmp_path / "run" / "lora"
+    run.mkdir(parents=True)
+    adapter = run / "pytorch_lora_weights.safetensors"
+    adapter.write_bytes(b"first training")
+    options = InterleavedOptions(model="tiny", lora=str(tmp_path / "run"))
+    hasher = InputHasher(tmp_path / "hashes.json", tmp_path)
+    first = declared_inputs(InterleavedKeyframes, options, tmp_path, hasher)
+    adapter.write_bytes(b"retrained, same path")
+    assert declared_inputs(InterleavedKeyframes, options, tmp_path, hasher) != first
+    assert declared_inputs(InterleavedKeyframes, InterleavedOptions(model="tiny"), tmp_path, hasher) is None

@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from cinema_cli.keyframes.base import KeyframeRequest, StepProgress, keyframe_backends
 from cinema_cli.keyframes.flux2 import Flux2Keyframes, Flux2Options, _open
 from cinema_cli.keyframes.prompting import keyframe_prompt
-from cinema_cli.project.schema import CHARACTER_TAG
+from cinema_cli.project.schema import plain_text
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 
 PIXELS_PER_TOKEN = 16  # 8x VAE, then 2x2 patches
@@ -109,7 +109,7 @@ class InterleavedKeyframes(Flux2Keyframes):
         for frame in request.context:
             latent = encode_image(pipe, _open(frame.path, frame.shot, self.name), *frame.size).to(device)
             context.append(Pair(pipe._pack_latents(latent)[0].to(pipe.transformer.dtype), latent.shape[2],
-                                latent.shape[3], encode(CHARACTER_TAG.sub(r"\1", frame.caption), o.context_caption_tokens)))
+                                latent.shape[3], encode(plain_text(frame.caption), o.context_caption_tokens)))
         rows, columns = request.height // PIXELS_PER_TOKEN, request.width // PIXELS_PER_TOKEN
         target = Target(encode(keyframe_prompt(request)), rows, columns)
         # The keyframe's noise as the flux2 backend draws it (same seed, same start); the
