@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cinema_cli.assemble.ffmpeg import read_frames
-from cinema_cli.errors import BadInput
-from cinema_cli.eval.cuts import CONTEXT, HEIGHT, STEP, WIDTH, WINDOW, _scenedetect_cuts, _transnet
+from cinema_cli.eval.cuts import _scenedetect_cuts, transition_heads
 
 HARD_CUT_FRAMES = 2  # a transition this many frames long or shorter is a cut
 
@@ -42,43 +39,6 @@ class ShotSpan:
     def to_json(self, fps: float) -> dict:
         return {"index": self.index, "start_frame": self.start, "end_frame": self.end,
                 "start": round(self.start / fps, 4), "end": round(self.end / fps, 4), "after": self.after}
-
-
-def transnet_heads(video: Path, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """Both TransNetV2 heads for every frame, streamed in the model's own overlapping
-    windows (the same windowing as eval/cuts.py), so memory is flat in film length."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = _transnet(device)
-
-    def predict(window: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        batch = torch.from_numpy(np.stack(window))[None].to(device)
-        with torch.inference_mode():
-            single, many = model.predict_raw(batch)
-        keep = slice(CONTEXT, CONTEXT + STEP)
-        return single[0, keep, 0].float().cpu().numpy(), many[0, keep, 0].float().cpu().numpy()
-
-    window: list[np.ndarray] = []
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
-    count = 0
-    for frame in read_frames(video, WIDTH, HEIGHT):
-        if not window:
-            window = [frame] * CONTEXT
-        window.append(frame)
-        count += 1
-        if len(window) == WINDOW:
-            kept.append(predict(window))
-            window = window[STEP:]
-    if count == 0:
-        raise BadInput(f"{video} has no video frames")
-    remaining = count - STEP * len(kept)
-    while remaining > 0:
-        window += [window[-1]] * (WINDOW - len(window))
-        single, many = predict(window)
-        kept.append((single[:remaining], many[:remaining]))
-        remaining -= STEP
-        window = window[STEP:]
-    return np.concatenate([s for s, _ in kept]), np.concatenate([m for _, m in kept])
 
 
 def transitions(single: np.ndarray, many: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -133,7 +93,7 @@ def spans_from_transitions(frames: int, found: list[tuple[int, int]]) -> list[Sh
 def detect_shots(video: Path, fps: float, frames: int, detector: str, threshold: float,
                  device: str = "auto") -> list[ShotSpan]:
     if detector == "transnetv2":
-        single, many = transnet_heads(video, device)
+        single, many = transition_heads(video, device)
         return spans_from_transitions(len(single), transitions(single, many, threshold))
     cuts = _scenedetect_cuts(video, fps)
     return spans_from_transitions(frames, [(cut, cut - 1) for cut in cuts])

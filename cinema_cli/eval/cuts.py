@@ -56,20 +56,29 @@ def transition_probabilities(video: Path, device: str = "auto", progress: Progre
                              frames: int = 0) -> np.ndarray:
     """TransNetV2's per-frame transition probability for every frame of `video`;
     `progress(frames read, frames)` after each window."""
+    return transition_heads(video, device, progress, frames)[0]
+
+
+def transition_heads(video: Path, device: str = "auto", progress: Progress | None = None,
+                     frames: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Both TransNetV2 heads for every frame: the single-frame transition probability and
+    the many-hot one that spans a gradual transition (`cinema data` uses it to find a
+    dissolve's extent)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _transnet(device)
 
-    def predict(window: list[np.ndarray]) -> np.ndarray:
+    def predict(window: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         batch = torch.from_numpy(np.stack(window))[None].to(device)
         with torch.inference_mode():
-            single, _ = model.predict_raw(batch)
-        return single[0, CONTEXT:CONTEXT + STEP, 0].float().cpu().numpy()
+            single, many = model.predict_raw(batch)
+        keep = slice(CONTEXT, CONTEXT + STEP)
+        return single[0, keep, 0].float().cpu().numpy(), many[0, keep, 0].float().cpu().numpy()
 
     # The model's windowing, streamed: the video is padded with CONTEXT copies of its
     # first frame before and copies of its last frame after.
     window: list[np.ndarray] = []
-    kept: list[np.ndarray] = []
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
     count = 0
     for frame in read_frames(video, WIDTH, HEIGHT):
         if not window:
@@ -86,12 +95,13 @@ def transition_probabilities(video: Path, device: str = "auto", progress: Progre
     remaining = count - STEP * len(kept)
     while remaining > 0:
         window += [window[-1]] * (WINDOW - len(window))
-        kept.append(predict(window)[:remaining])
+        single, many = predict(window)
+        kept.append((single[:remaining], many[:remaining]))
         remaining -= STEP
         window = window[STEP:]
     if progress is not None:
         progress(count, count)
-    return np.concatenate(kept)
+    return np.concatenate([s for s, _ in kept]), np.concatenate([m for _, m in kept])
 
 
 def cuts_from_probabilities(probabilities: np.ndarray, threshold: float = THRESHOLD) -> list[int]:
