@@ -160,3 +160,15 @@ def test_caption_wraps_and_ends_in_an_ellipsis():
     assert lines[-1].endswith("…")
     assert all(font.getlength(line) <= 80 for line in lines)
     assert _fit_lines("short", font, 80, 2) == ["short"]
+
+
+@pytest.mark.parametrize("framing", list(Framing))
+@pytest.mark.parametrize("place", ["a parked getaway car", "the bank's rooftop", "a concrete garage"])
+def test_every_framing_draws_set_dressing_that_a_zoom_pushes_out_of_frame(framing, place):
+    # Without people a framing zooms into the set, which can put the dashboard's or the
+    # roof's top edge below the frame.
+    backend = SketchKeyframes(SketchOptions())
+    for width, height in ((128, 64), (64, 128)):
+        req = request(names=(), caption="Keys left behind the wheel, rain on the windshield.", location=place,
+                      framing=framing, width=width, height=height)
+        assert backend.render(req, lambda done, total: None).size == (width, height)

@@ -80,7 +80,7 @@ def draw_rooftop(d: ImageDraw.ImageDraw, view, horizon: float, pal_set: RGB, wid
     """The flat roof in the foreground and its parapet: the city is below and beyond."""
     ledge = horizon + 0.1
     roof = shade(pal_set, 0.8)
-    d.rectangle((0, view.y(ledge), width, height), fill=roof)
+    _band_to_bottom(d, view.y(ledge), width, height, fill=roof)
     d.rectangle((0, view.y(ledge - 0.05), width, view.y(ledge)), fill=shade(pal_set, 1.15), outline=INK)
     for u in (-1.6, -0.9, 1.0, 1.7):  # vents and an antenna on the roof
         d.rectangle(view.box(u - 0.05, ledge - 0.02, u + 0.05, ledge + 0.07), fill=shade(roof, 0.7), outline=INK)
@@ -88,10 +88,17 @@ def draw_rooftop(d: ImageDraw.ImageDraw, view, horizon: float, pal_set: RGB, wid
            width=max(1, round(view.px(0.006))))
 
 
+def _band_to_bottom(d: ImageDraw.ImageDraw, top: float, width: int, height: int, **style) -> None:
+    """A band from `top` to the frame's bottom edge; a close-up's zoom can push `top`
+    below the frame, and then there is nothing to draw."""
+    if top < height:
+        d.rectangle((0, top, width, height), **style)
+
+
 def draw_car_interior(d: ImageDraw.ImageDraw, view, width: int, height: int, colour: RGB) -> None:
     """Inside a car: the dashboard along the bottom and the pillars of the windshield."""
     dash = shade(colour, 0.5)
-    d.rectangle((0, view.y(0.86), width, height), fill=dash, outline=INK)
+    _band_to_bottom(d, view.y(0.86), width, height, fill=dash, outline=INK)
     for side in (-1, 1):
         x = width / 2 + side * width * 0.48
         d.polygon([(x, 0), (x + side * width * 0.05, 0), (x + side * width * 0.02, view.y(0.86)),
