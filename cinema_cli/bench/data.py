@@ -38,7 +38,7 @@ def prepare_in_worker(film: Path, dataset: Path, detector: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_data_bench(minutes: list[float], detector: str = "transnetv2") -> dict:
+def run_data_bench(minutes: list[float], detector: str = "auto") -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="cinema-bench-data-") as folder:
         for length in minutes:
@@ -53,7 +53,8 @@ def run_data_bench(minutes: list[float], detector: str = "transnetv2") -> dict:
                          "times_real_time": round(source_seconds / run["seconds"], 2)})
     shortest, longest = rows[0], rows[-1]
     return {
-        "detector": detector, "captions": "none", "film": f"{SIZE} at {FPS} fps, a cut every {SHOT_SECONDS} s",
+        "detector": detector, "detector_used": sorted({r["detector"] for r in rows}), "captions": "none",
+        "film": f"{SIZE} at {FPS} fps, a cut every {SHOT_SECONDS} s",
         "cpu_threads": os.cpu_count(), "runs": rows,
         "times_real_time": min(r["times_real_time"] for r in rows),
         "peak_rss_ratio_longest_to_shortest": round(longest["peak_rss_mb"] / shortest["peak_rss_mb"], 3),

@@ -22,7 +22,7 @@ def prepare(
     out: Path = typer.Option(..., "-o", "--output", help="Dataset folder (created, or resumed)."),
     cast: Optional[Path] = typer.Option(None, "--cast", help="Cast YAML: `characters:`, a list with a name and description each, that captions may tag."),
     captions: Optional[str] = typer.Option(None, "--captions", help="gemini | sidecar | none (default: dataset.yaml's, else none)."),
-    detector: Optional[str] = typer.Option(None, "--detector", help="Shot boundaries: transnetv2 (default) or scenedetect."),
+    detector: Optional[str] = typer.Option(None, "--detector", help="Shot boundaries: auto (default: transnetv2 on CUDA, scenedetect on a CPU), transnetv2 or scenedetect."),
     device: Optional[str] = typer.Option(None, "--device", help="Where TransNetV2 runs: auto, cpu, cuda."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Films prepared in parallel processes."),
     json_mode: bool = JsonOpt,
@@ -75,6 +75,8 @@ def status(dataset: Path = typer.Argument(..., help="Dataset folder."), json_mod
         output.out.print(f"  {film}: {why}", markup=False)
     dropped = ", ".join(f"{reason} {n}" for reason, n in data["dropped"].items()) or "none"
     output.out.print(f"shots: {data['shots']}, kept {data['kept']}; dropped: {dropped}", markup=False)
+    detectors = ", ".join(f"{name} ({n} film(s))" for name, n in data["detectors"].items()) or "none yet"
+    output.out.print(f"shot boundaries by: {detectors}", markup=False)
     samples = ", ".join(f"{t} s: {n}" for t, n in data["multishot_samples"].items()) or "none"
     output.out.print(f"multi-shot samples: {samples}", markup=False)
 
@@ -98,7 +100,7 @@ def show(dataset: Path = typer.Argument(..., help="Dataset folder."),
 
 def bench_data(
     minutes: str = typer.Option("10,30", help="Lengths of the generated films, in minutes."),
-    detector: str = typer.Option("transnetv2", help="Shot boundaries: transnetv2 or scenedetect."),
+    detector: str = typer.Option("auto", help="Shot boundaries: auto, transnetv2 or scenedetect."),
     json_mode: bool = JsonOpt,
 ) -> None:
     """Seconds of work per hour of source and peak RSS, on generated films (no captions)."""

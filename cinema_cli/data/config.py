@@ -21,7 +21,9 @@ CONFIG_FILE = "dataset.yaml"
 
 
 class BoundarySettings(Strict):
-    detector: Literal["transnetv2", "scenedetect"] = "transnetv2"
+    # auto: TransNetV2 where it runs on CUDA, PySceneDetect on a CPU (TransNetV2 runs there
+    # at ~6x real time on 2 cores, below the 20x a dataset build needs; see boundaries.py).
+    detector: Literal["auto", "transnetv2", "scenedetect"] = "auto"
     threshold: float = Field(0.5, gt=0, lt=1)  # TransNetV2's transition probability
     device: str = "auto"  # where TransNetV2 runs; not part of any recipe
 

@@ -14,6 +14,7 @@ import io
 import json
 from collections import Counter
 from dataclasses import asdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,9 @@ from PIL import Image
 from cinema_cli.assemble.probe import probe
 from cinema_cli.data import captions as captioning
 from cinema_cli.data import filters, samples, subtitles
-from cinema_cli.data.boundaries import ShotSpan, detect_shots
+from cinema_cli.data.boundaries import ShotSpan, detect_shots, resolve_detector
 from cinema_cli.data.config import DatasetConfig, recipe
-from cinema_cli.data.frames import keyframe, stream_shot_frames, working_size
+from cinema_cli.data.frames import Keyframe, keyframe, stream_shot_frames, working_size
 from cinema_cli.data.shards import write_shards
 from cinema_cli.data.state import DONE, FAILED, PENDING, DatasetDir
 from cinema_cli.errors import CinemaError
@@ -36,12 +37,14 @@ STEP_VERSION = "1"  # bump when a step's output format changes: every film is re
 
 class Film:
     def __init__(self, dataset: DatasetDir, film: str, source: Path, known: dict, config: DatasetConfig,
-                 cast: captioning.Cast):
+                 cast: captioning.Cast, threads: int = 1):
         self.dataset, self.film, self.source, self.known = dataset, film, source, known
         self.config, self.cast = config, cast
         self.folder = dataset.film_dir(film)
+        self.threads = threads
         self.worked: list[str] = []
         self.steps: dict[str, str] = {}
+        self._fresh_subtitles: dict | None = None
 
     def _step(self, name: str, inputs: dict, make) -> Any:
         """The step's data: stored if its recipe matches, else made now and stored."""
@@ -71,26 +74,25 @@ class Film:
     def boundaries(self, source: dict) -> list[dict]:
         info = source["info"]
         settings = self.config.boundaries
+        # The detector that runs is in the recipe, not `auto`: boundaries from another
+        # detector are other boundaries.
+        self.detector = resolve_detector(settings.detector, settings.device)
 
         def make() -> list[dict]:
-            spans = detect_shots(self.source, info["fps"], info["frames"], settings.detector, settings.threshold,
+            spans = detect_shots(self.source, info["fps"], info["frames"], self.detector, settings.threshold,
                                  settings.device)
             return [span.to_json(info["fps"]) for span in spans]
 
-        return self._step("boundaries", {"source": source["sha256"], **recipe(self.config, "boundaries")}, make)
+        inputs = {"source": source["sha256"], **recipe(self.config, "boundaries"), "detector": self.detector}
+        return self._step("boundaries", inputs, make)
 
     def frames(self, source: dict, shots: list[dict]) -> list[dict]:
-        info = source["info"]
-        settings = self.config.keyframes
-
         def make() -> list[dict]:
-            spans = [ShotSpan(s["index"], s["start_frame"], s["end_frame"], s["after"]) for s in shots]
-            size = working_size(info["width"], info["height"], settings.short_side)
             out = []
-            for shot, held in zip(shots, stream_shot_frames(self.source, size, spans, settings.border_frames)):
-                frame = keyframe(held, settings, (info["width"], info["height"]))
+            found = {}
+            for shot, frame in zip(shots, self._keyframes(source, shots)):
                 buffer = io.BytesIO()
-                frame.image.save(buffer, "JPEG", quality=settings.jpeg_quality)
+                frame.image.save(buffer, "JPEG", quality=self.config.keyframes.jpeg_quality)
                 data = buffer.getvalue()
                 name = f"keyframes/{shot['index']:06d}.jpg"
                 atomic_write_bytes(self.folder / name, data, self.dataset.tmp_dir)
@@ -98,29 +100,44 @@ class Film:
                             "picture": frame.picture.to_json(), "crop": frame.crop.to_json(),
                             "luma": round(frame.luma, 3), "detail": round(frame.detail, 3),
                             "contrast": round(frame.contrast, 3)})
+                if self.config.filters.subtitles:  # while the shot's frames are decoded
+                    found[str(shot["index"])] = self._find_subtitles(frame)
+            self._fresh_subtitles = found if self.config.filters.subtitles else None
             return out
 
         return self._step("frames", {"boundaries": self.steps["boundaries"], **recipe(self.config, "keyframes")}, make)
 
-    def subtitles(self, shots: list[dict]) -> dict[str, list]:
+    def _keyframes(self, source: dict, shots: list[dict]) -> Iterator[Keyframe]:
+        """Each shot's keyframe, bars and sample crops, from one streamed decode."""
+        info, settings = source["info"], self.config.keyframes
+        spans = [ShotSpan(s["index"], s["start_frame"], s["end_frame"], s["after"]) for s in shots]
+        size = working_size(info["width"], info["height"], settings.short_side)
+        for held in stream_shot_frames(self.source, size, spans, settings.border_frames):
+            yield keyframe(held, settings, (info["width"], info["height"]))
+
+    def _find_subtitles(self, frame: Keyframe) -> dict:
+        """{"checked": [frame indexes], "found": {frame index: boxes}} for one shot."""
+        indexes = sorted(frame.crops)
+        boxes = subtitles.subtitle_boxes([frame.crops[i] for i in indexes], self.threads)
+        return {"checked": indexes, "found": {str(i): b for i, b in zip(indexes, boxes) if b}}
+
+    def subtitles(self, source: dict, shots: list[dict]) -> dict[str, dict]:
         if not self.config.filters.subtitles:
             self.steps["subtitles"] = "off"
             return {}
 
-        def make() -> dict[str, list]:
-            found = {}
-            for shot in shots:
-                with Image.open(self.folder / shot["keyframe"]) as image:
-                    found[str(shot["index"])] = subtitles.subtitle_boxes(image)
-            return found
+        def make() -> dict[str, dict]:
+            if self._fresh_subtitles is not None:  # found while the frames step decoded
+                return self._fresh_subtitles
+            return {str(s["index"]): self._find_subtitles(f) for s, f in zip(shots, self._keyframes(source, shots))}
 
         return self._step("subtitles", {"frames": self.steps["frames"], "detector": subtitles.DETECTOR}, make)
 
     def filters(self, shots: list[dict], found: dict[str, list]) -> list[dict]:
         def make() -> list[dict]:
-            boxes = {int(k): v for k, v in found.items()}
-            judged = filters.judge(shots, [self.folder / s["keyframe"] for s in shots], boxes, self.config.filters)
-            return [{**result, "subtitles": boxes.get(s["index"], [])} for s, result in zip(shots, judged)]
+            seen = {int(k): v["found"] for k, v in found.items()}
+            judged = filters.judge(shots, [self.folder / s["keyframe"] for s in shots], seen, self.config.filters)
+            return [{**result, "subtitles": seen.get(s["index"], {})} for s, result in zip(shots, judged)]
 
         inputs = {"frames": self.steps["frames"], "subtitles": self.steps["subtitles"],
                   **recipe(self.config, "filters")}
@@ -261,12 +278,12 @@ class Film:
         self.fps = source["info"]["fps"]
         shots = self.boundaries(source)
         shots = self.frames(source, shots)
-        judged = self.filters(shots, self.subtitles(shots))
+        judged = self.filters(shots, self.subtitles(source, shots))
         caps = self.captions(shots, judged)
         entry = {"source": str(self.source), **{k: source[k] for k in ("size", "mtime_ns", "sha256", "info")},
                  "shots": len(shots), "kept": sum(j["kept"] for j in judged),
                  "dropped": dict(Counter(r for j in judged for r in j["reasons"])),
-                 "seconds": source["info"]["duration"]}
+                 "seconds": source["info"]["duration"], "detector": self.detector}
         if caps["pending"]:
             why = next(iter(caps["pending"].values()))
             entry.update(state=PENDING, why=f"{len(caps['pending'])} caption(s) failed and will be retried: {why}",
@@ -298,6 +315,6 @@ def run_film(root: str, film: str, source: str, known: dict, config: dict, cast:
     dataset = DatasetDir(Path(root))
     try:
         return Film(dataset, film, Path(source), known, DatasetConfig.model_validate(config),
-                    captioning.Cast.model_validate(cast)).run()
+                    captioning.Cast.model_validate(cast), threads).run()
     except CinemaError as err:
         return {**known, "source": source, "state": FAILED, "why": str(err), "exit_code": err.exit_code}

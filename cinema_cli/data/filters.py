@@ -21,7 +21,7 @@ REASONS = ("too_short", "too_dark", "flat", "subtitles", "near_duplicate")
 KEYFRAME_ONLY = {"near_duplicate"}  # reasons that keep a shot usable inside video samples
 
 
-def judge(shots: list[dict], keyframes: list[Path], subtitles: dict[int, list], settings: FilterSettings) -> list[dict]:
+def judge(shots: list[dict], keyframes: list[Path], subtitles: dict[int, dict], settings: FilterSettings) -> list[dict]:
     """Per shot: {"reasons": [...], "kept": bool, "video_ok": bool, "duplicate_of": int|None, "similarity"}."""
     results = []
     kept_signatures: list[tuple[int, np.ndarray]] = []
