@@ -36,6 +36,15 @@ class KeyframeSettings(Strict):
     jpeg_quality: int = Field(92, ge=50, le=100)
 
 
+class AestheticSettings(Strict):
+    """The LAION aesthetic predictor on each keyframe's CLIP features (eval aesthetic's)."""
+
+    weights: str = Field(min_length=1)  # a .pth/.safetensors file (relative: to the dataset folder) or ORG/REPO/FILE
+    min_score: float  # keyframes scored below: aesthetic
+    clip_model: str = Field("ViT-L-14", min_length=1)  # the CLIP the predictor was trained on
+    clip_weights: str = Field("openai", min_length=1)  # an open_clip pretrained tag or a file
+
+
 class FilterSettings(Strict):
     min_seconds: float = Field(1.0, ge=0)  # shorter shots: too_short
     dark_luma: float = Field(20.0, ge=0, le=255)  # mean luma below: too_dark
@@ -43,6 +52,7 @@ class FilterSettings(Strict):
     flat_contrast: float = Field(6.0, ge=0)  # luma standard deviation below: flat (one tone)
     duplicate_threshold: float = Field(0.92, gt=0, le=1)  # signature cosine at or above: near_duplicate
     subtitles: bool = True  # run the text detector: subtitles
+    aesthetic: AestheticSettings | None = None  # given: score each keyframe, drop below min_score
 
 
 class CaptionSettings(Strict):

@@ -18,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from cinema_cli.assemble.probe import probe
 from cinema_cli.data import captions as captioning
 from cinema_cli.data import filters, samples, subtitles
+from cinema_cli.data.aesthetic import AestheticScorer
 from cinema_cli.data.boundaries import ShotSpan, detect_shots, resolve_detector
 from cinema_cli.data.config import DatasetConfig, recipe
 from cinema_cli.data.frames import Keyframe, keyframe, stream_shot_frames, working_size
@@ -133,14 +135,33 @@ class Film:
 
         return self._step("subtitles", {"frames": self.steps["frames"], "detector": subtitles.DETECTOR}, make)
 
-    def filters(self, shots: list[dict], found: dict[str, list]) -> list[dict]:
+    def aesthetic(self, shots: list[dict]) -> dict[str, float]:
+        settings = self.config.filters.aesthetic
+        if settings is None:
+            self.steps["aesthetic"] = "off"
+            return {}
+        scorer = AestheticScorer(settings, self.dataset.root, self.config.boundaries.device)
+
+        def make() -> dict[str, float]:
+            images = []
+            for shot in shots:
+                with Image.open(self.folder / shot["keyframe"]) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            return {str(s["index"]): score for s, score in zip(shots, scorer(images))}
+
+        return self._step("aesthetic", {"frames": self.steps["frames"], **scorer.identity}, make)
+
+    def filters(self, shots: list[dict], found: dict[str, dict], scored: dict[str, float]) -> list[dict]:
         def make() -> list[dict]:
             seen = {int(k): v["found"] for k, v in found.items()}
-            judged = filters.judge(shots, [self.folder / s["keyframe"] for s in shots], seen, self.config.filters)
-            return [{**result, "subtitles": seen.get(s["index"], {})} for s, result in zip(shots, judged)]
+            aesthetic = {int(k): v for k, v in scored.items()}
+            judged = filters.judge(shots, [self.folder / s["keyframe"] for s in shots], seen, aesthetic,
+                                   self.config.filters)
+            return [{**result, "subtitles": seen.get(s["index"], {}), "aesthetic": aesthetic.get(s["index"])}
+                    for s, result in zip(shots, judged)]
 
         inputs = {"frames": self.steps["frames"], "subtitles": self.steps["subtitles"],
-                  **recipe(self.config, "filters")}
+                  "aesthetic": self.steps["aesthetic"], **recipe(self.config, "filters")}
         return self._step("filters", inputs, make)
 
     def captions(self, shots: list[dict], judged: list[dict]) -> dict:
@@ -268,7 +289,7 @@ class Film:
                 "caption": caption["caption"] if caption else None,
                 "characters": caption["characters"] if caption else [],
                 "filters": {"luma": shot["luma"], "detail": shot["detail"], "contrast": shot["contrast"],
-                            "subtitles": result["subtitles"],
+                            "subtitles": result["subtitles"], "aesthetic": result["aesthetic"],
                             "reasons": result["reasons"], "similarity": result["similarity"]}}
 
     # ------------------------------------------------------------ all of it
@@ -278,7 +299,7 @@ class Film:
         self.fps = source["info"]["fps"]
         shots = self.boundaries(source)
         shots = self.frames(source, shots)
-        judged = self.filters(shots, self.subtitles(source, shots))
+        judged = self.filters(shots, self.subtitles(source, shots), self.aesthetic(shots))
         caps = self.captions(shots, judged)
         entry = {"source": str(self.source), **{k: source[k] for k in ("size", "mtime_ns", "sha256", "info")},
                  "shots": len(shots), "kept": sum(j["kept"] for j in judged),

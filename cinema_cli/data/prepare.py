@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cinema_cli.assemble.probe import _decode
+from cinema_cli.data.aesthetic import AestheticScorer
 from cinema_cli.data.captions import Cast, load_cast, sidecar_path
 from cinema_cli.data.config import DatasetConfig, load_config, save_config, with_overrides
 from cinema_cli.data.film import run_film
@@ -91,6 +92,8 @@ def prepare(root: Path, films: list[Path], *, overrides: dict[str, dict] | None 
         from cinema_cli.story.gemini_transport import api_key
 
         api_key()
+    if config.filters.aesthetic is not None:  # the predictor file and the CLIP resolve, and fit
+        AestheticScorer(config.filters.aesthetic, dataset.root, config.boundaries.device)
     if config.captions.backend == "sidecar":
         for film in films:
             if not sidecar_path(film, config.captions).is_file():
