@@ -21,7 +21,8 @@ def prepare(
     films: list[Path] = typer.Argument(..., help="Film files (any format ffmpeg reads)."),
     out: Path = typer.Option(..., "-o", "--output", help="Dataset folder (created, or resumed)."),
     cast: Optional[Path] = typer.Option(None, "--cast", help="Cast YAML: `characters:`, a list with a name and description each, that captions may tag."),
-    captions: Optional[str] = typer.Option(None, "--captions", help="gemini | sidecar | none (default: dataset.yaml's, else none)."),
+    captions: Optional[str] = typer.Option(None, "--captions", help="gemini | local | sidecar | none (default: dataset.yaml's, else none)."),
+    local_model: Optional[Path] = typer.Option(None, "--local-model", help="With --captions local: a transformers vision-language model folder (Qwen2-VL, SmolVLM, LLaVA...)."),
     detector: Optional[str] = typer.Option(None, "--detector", help="Shot boundaries: auto (default: transnetv2 on CUDA, scenedetect on a CPU), transnetv2 or scenedetect."),
     device: Optional[str] = typer.Option(None, "--device", help="Where TransNetV2 runs: auto, cpu, cuda."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Films prepared in parallel processes."),
@@ -32,10 +33,13 @@ def prepare(
     Re-running does only what changed; a killed run resumes.
 
     Examples: cinema data prepare films/*.mkv -o ds --captions gemini --cast cast.yaml -j 4
+
+    cinema data prepare film.mkv -o ds --captions local --local-model ~/models/Qwen2-VL-2B-Instruct
     """
     from cinema_cli.data.prepare import prepare as run
 
-    overrides = {"captions": {"backend": captions}, "boundaries": {"detector": detector, "device": device}}
+    overrides = {"captions": {"backend": captions, "local_model": str(local_model.resolve()) if local_model else None},
+                 "boundaries": {"detector": detector, "device": device}}
 
     def progress(film: str, entry: dict) -> None:
         if not json_mode:

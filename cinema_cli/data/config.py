@@ -56,10 +56,14 @@ class FilterSettings(Strict):
 
 
 class CaptionSettings(Strict):
-    backend: Literal["gemini", "sidecar", "none"] = "none"
-    model: str = Field("gemini-2.5-flash", min_length=1)
+    backend: Literal["gemini", "local", "sidecar", "none"] = "none"
+    model: str = Field("gemini-2.5-flash", min_length=1)  # the Gemini model
+    # local: a transformers image-text-to-text model folder (relative: to the dataset folder)
+    local_model: str | None = None
+    max_new_tokens: int = Field(512, ge=16, le=8192)  # of a local model's reply
     sidecar_dir: str | None = None  # default: beside each film, FILM.captions.yaml
     # How to reach the model does not change what it writes: out of the recipes.
+    device: str = "auto"  # where a local model runs: CUDA in bf16 when present, else the CPU
     timeout: float = Field(120.0, gt=0, le=3600)
     retries: int = Field(4, ge=0, le=10)
     backoff: float = Field(2.0, gt=0, le=60)
@@ -96,7 +100,7 @@ def load_config(root: Path) -> DatasetConfig:
 
 
 # Settings that say how to run, not what to make: they are in no recipe.
-NOT_IN_RECIPES = {"boundaries": {"device"}, "captions": {"timeout", "retries", "backoff"}}
+NOT_IN_RECIPES = {"boundaries": {"device"}, "captions": {"device", "timeout", "retries", "backoff"}}
 
 
 def recipe(config: DatasetConfig, section: str) -> dict:

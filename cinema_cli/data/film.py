@@ -9,6 +9,7 @@ and returns the film's manifest entry to the process holding the dataset lock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ from PIL import Image
 
 from cinema_cli.assemble.probe import probe
 from cinema_cli.data import captions as captioning
-from cinema_cli.data import filters, samples, subtitles
+from cinema_cli.data import filters, samples, subtitles, vlm
 from cinema_cli.data.aesthetic import AestheticScorer
 from cinema_cli.data.boundaries import ShotSpan, detect_shots, resolve_detector
 from cinema_cli.data.config import DatasetConfig, recipe
@@ -47,6 +48,7 @@ class Film:
         self.worked: list[str] = []
         self.steps: dict[str, str] = {}
         self._fresh_subtitles: dict | None = None
+        self._captioner_made = None
 
     def _step(self, name: str, inputs: dict, make) -> Any:
         """The step's data: stored if its recipe matches, else made now and stored."""
@@ -186,25 +188,40 @@ class Film:
                         "pending": {}}
 
             return self._step("captions", inputs, make)
-        return self._gemini_captions(wanted)
+        return self._model_captions(wanted)
 
-    def _gemini_captions(self, wanted: list[dict]) -> dict:
+    @functools.cached_property
+    def _model_identity(self) -> dict:
+        """What names the captioning model in recipes: Gemini's model name, or the local
+        model folder's files."""
         settings = self.config.captions
-        base = {"backend": "gemini", "model": settings.model, "version": captioning.VERSION,
+        if settings.backend == "local":
+            return {"backend": "local", "model": vlm.folder_identity(vlm.model_folder(settings, self.dataset.root)),
+                    "max_new_tokens": settings.max_new_tokens}
+        return {"backend": "gemini", "model": settings.model}
+
+    def _captioner(self):
+        if self._captioner_made is None:
+            settings = self.config.captions
+            self._captioner_made = (vlm.LocalCaptioner(settings, self.cast, self.dataset.root)
+                                    if settings.backend == "local" else captioning.GeminiCaptioner(settings, self.cast))
+        return self._captioner_made
+
+    def _model_captions(self, wanted: list[dict]) -> dict:
+        """Gemini's or a local model's captions, one shot at a time."""
+        base = {**self._model_identity, "version": captioning.VERSION,
                 "prompt": hashlib.sha256(captioning.prompt_identity(self.cast).encode()).hexdigest()}
         stored = (self.dataset.read_step(self.film, "captions") or {}).get("data") or {}
         old = stored.get("by_recipe", {})
         kept: dict[str, dict] = {}
         result = {"shots": {}, "global": None, "pending": {}, "by_recipe": kept, "scenes": stored.get("scenes", {})}
-        captioner = None
         for shot in wanted:
             key = canonical_hash({**base, "keyframe": shot["keyframe_sha256"]})
             if key in old:
                 kept[key] = old[key]
             else:
                 try:
-                    captioner = captioner or captioning.GeminiCaptioner(settings, self.cast)
-                    kept[key] = captioner.keyframe((self.folder / shot["keyframe"]).read_bytes())
+                    kept[key] = self._captioner().keyframe((self.folder / shot["keyframe"]).read_bytes())
                 except CinemaError as err:
                     if err.exit_code == 2:
                         raise  # a bad key or model name fails every shot alike
@@ -238,13 +255,13 @@ class Film:
     def _global_caption(self, sample: dict, caps: dict) -> str | None:
         if self.config.captions.backend == "sidecar":
             return caps["global"]["caption"] if caps["global"] else None
-        if self.config.captions.backend != "gemini" or None in sample["shot_captions"]:
+        if self.config.captions.backend not in ("gemini", "local") or None in sample["shot_captions"]:
             return None
-        key = canonical_hash({"model": self.config.captions.model, "shots": sample["shot_captions"],
+        key = canonical_hash({**self._model_identity, "shots": sample["shot_captions"],
                               "prompt": captioning.prompt_identity(self.cast)})
         scenes = caps.setdefault("scenes", {})
         if key not in scenes:
-            scenes[key] = captioning.GeminiCaptioner(self.config.captions, self.cast).scene(sample["shot_captions"])
+            scenes[key] = self._captioner().scene(sample["shot_captions"])
             self.dataset.write_step(self.film, "captions", self.steps["captions"], caps)
         return scenes[key]["caption"]
 

@@ -2,7 +2,8 @@
 
 Every input is checked first (the films exist and are videos with frames, the cast
 file and dataset.yaml validate, the dataset path is a folder, a Gemini key is set when
-captions need one): bad input changes nothing on disk. Then the dataset is locked (a
+captions need one, a local captioning model's folder holds a vision-language model, the
+aesthetic predictor's weights load and fit its CLIP): bad input changes nothing on disk. Then the dataset is locked (a
 second `prepare` is refused, naming the holder's pid), and films run in parallel
 processes; the lock holder alone writes the manifest, after each film.
 """
@@ -25,6 +26,7 @@ from cinema_cli.data.captions import Cast, load_cast, sidecar_path
 from cinema_cli.data.config import DatasetConfig, load_config, save_config, with_overrides
 from cinema_cli.data.film import run_film
 from cinema_cli.data.state import DONE, DatasetDir, film_id, remove_tmp
+from cinema_cli.data.vlm import model_folder
 from cinema_cli.errors import BadInput, FFmpegError
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.yamlio import dump_yaml
@@ -92,6 +94,8 @@ def prepare(root: Path, films: list[Path], *, overrides: dict[str, dict] | None 
         from cinema_cli.story.gemini_transport import api_key
 
         api_key()
+    if config.captions.backend == "local":  # a folder with a vision-language model's config
+        model_folder(config.captions, dataset.root)
     if config.filters.aesthetic is not None:  # the predictor file and the CLIP resolve, and fit
         AestheticScorer(config.filters.aesthetic, dataset.root, config.boundaries.device)
     if config.captions.backend == "sidecar":
