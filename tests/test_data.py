@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cinema_cli.cli.app import app
+from cinema_cli.data.prepare import prepare
 from cinema_cli.data.reader import Dataset
 from cinema_cli.data.config import SampleSettings
 from cinema_cli.data.samples import group
@@ -203,7 +204,11 @@ def test_killed_prepare_resumes_to_what_an_uninterrupted_parallel_run_wrote(film
     for folder in (reference, root):
         write_config(folder, boundaries={"detector": "scenedetect"}, filters={"subtitles": False}, **SMALL)
     args = [str(films["lb"]), str(films["film"])]
-    cinema("data", "prepare", *args, "-o", str(reference), "--workers", "2")  # films in two processes
+    events: list[tuple] = []  # films in two processes, their progress sent back per shot
+    done = prepare(reference, [Path(a) for a in args], workers=2, on_progress=lambda *event: events.append(event))
+    for name, entry in done.films.items():
+        shots = [e[2:] for e in events if e[:2] == (name, "keyframes")]
+        assert shots == [(i, entry["shots"]) for i in range(1, entry["shots"] + 1)]
     proc = subprocess.Popen([sys.executable, "-m", "cinema_cli", "data", "prepare", *args, "-o", str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

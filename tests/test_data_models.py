@@ -195,3 +195,22 @@ def test_local_captions_without_a_vision_language_model_exit_2_before_writing(lb
         result = cinema("data", "prepare", str(lb), "-o", str(root), "--captions", "local", *flag, rc=2)
         assert message in result.stderr
         assert snapshot(root) == before
+
+
+# ---------------------------------------------------------------- progress per shot
+
+
+def test_prepare_shows_a_bar_per_film_with_its_shots_on_a_terminal(lb, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from cinema_cli.cli import output
+
+    root = tmp_path / "ds"
+    write_config(root, **FAST, filters={"subtitles": False})
+    screen = io.StringIO()
+    monkeypatch.setattr(output, "err", Console(file=screen, force_terminal=True, width=100))
+    cinema("data", "prepare", str(lb), "-o", str(root))
+    shown = screen.getvalue()
+    assert "lb: keyframes (shots)" in shown and "2/2" in shown and "films" in shown and "lb: done" in shown

@@ -3,6 +3,7 @@ cinema_cli.data, print."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -41,14 +42,20 @@ def prepare(
     overrides = {"captions": {"backend": captions, "local_model": str(local_model.resolve()) if local_model else None},
                  "boundaries": {"detector": detector, "device": device}}
 
-    def progress(film: str, entry: dict) -> None:
+    bars = FilmBars(len(set(films))) if output.err.is_terminal and not json_mode else None
+
+    def film_done(film: str, entry: dict) -> None:
+        if bars:
+            bars.film_done(film)
         if not json_mode:
             done = ", ".join(entry.get("worked", [])) or "nothing (up to date)"
             why = f" ({entry['why']})" if entry.get("why") else ""
             output.err.print(f"{film}: {entry['state']}{why}; did {done}", markup=False)
 
     try:
-        result = run(out, films, overrides=overrides, cast_file=cast, workers=workers, on_film=progress)
+        with bars or contextlib.nullcontext():
+            result = run(out, films, overrides=overrides, cast_file=cast, workers=workers, on_film=film_done,
+                         on_progress=bars.step if bars else None)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     failed = {f: e for f, e in result.films.items() if e["state"] != "done"}
@@ -59,6 +66,37 @@ def prepare(
         output.out.print(f"{len(result.films) - len(failed)} of {len(result.films)} film(s) done in {result.dataset}",
                          markup=False)
     raise typer.Exit(code)
+
+
+class FilmBars:
+    """On a terminal: a bar for the films, and one per film in flight with its step and
+    how far it is (TransNetV2's frames, then shots)."""
+
+    def __init__(self, films: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=output.err)
+        self.films = self.progress.add_task("films", total=films)
+        self.tasks: dict[str, object] = {}
+
+    def __enter__(self) -> "FilmBars":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def step(self, film: str, step: str, done: int, total: int) -> None:
+        if film not in self.tasks:
+            self.tasks[film] = self.progress.add_task(film, total=total)
+        unit = "frames" if step == "boundaries" else "shots"
+        self.progress.update(self.tasks[film], description=f"  {film}: {step} ({unit})", completed=done, total=total)
+
+    def film_done(self, film: str) -> None:
+        if film in self.tasks:
+            self.progress.remove_task(self.tasks.pop(film))
+        self.progress.advance(self.films)
 
 
 @data_app.command("status")

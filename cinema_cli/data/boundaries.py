@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cinema_cli.eval.cuts import _scenedetect_cuts, transition_heads
+from cinema_cli.eval.cuts import Progress, _scenedetect_cuts, transition_heads
 
 HARD_CUT_FRAMES = 2  # a transition this many frames long or shorter is a cut
 
@@ -109,10 +109,11 @@ def resolve_detector(detector: str, device: str = "auto") -> str:
 
 
 def detect_shots(video: Path, fps: float, frames: int, detector: str, threshold: float,
-                 device: str = "auto") -> list[ShotSpan]:
+                 device: str = "auto", progress: Progress | None = None) -> list[ShotSpan]:
+    """The shots of `video`; `progress(frames read, frames)` as TransNetV2 goes."""
     detector = resolve_detector(detector, device)
     if detector == "transnetv2":
-        single, many = transition_heads(video, device)
+        single, many = transition_heads(video, device, progress, frames)
         return spans_from_transitions(len(single), transitions(single, many, threshold))
     cuts = _scenedetect_cuts(video, fps)
     return spans_from_transitions(frames, [(cut, cut - 1) for cut in cuts])

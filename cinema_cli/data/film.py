@@ -15,7 +15,7 @@ import io
 import json
 from collections import Counter
 from dataclasses import asdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +36,17 @@ from cinema_cli.project.files import atomic_write_bytes
 from cinema_cli.project.manifest import FileHasher, canonical_hash
 
 STEP_VERSION = "1"  # bump when a step's output format changes: every film is redone
+ShotProgress = Callable[[str, int, int], None]  # (step, done, total): frames, then shots
 
 
 class Film:
     def __init__(self, dataset: DatasetDir, film: str, source: Path, known: dict, config: DatasetConfig,
-                 cast: captioning.Cast, threads: int = 1):
+                 cast: captioning.Cast, threads: int = 1, progress: ShotProgress | None = None):
         self.dataset, self.film, self.source, self.known = dataset, film, source, known
         self.config, self.cast = config, cast
         self.folder = dataset.film_dir(film)
         self.threads = threads
+        self.progress = progress or (lambda step, done, total: None)
         self.worked: list[str] = []
         self.steps: dict[str, str] = {}
         self._fresh_subtitles: dict | None = None
@@ -84,7 +86,7 @@ class Film:
 
         def make() -> list[dict]:
             spans = detect_shots(self.source, info["fps"], info["frames"], self.detector, settings.threshold,
-                                 settings.device)
+                                 settings.device, lambda done, total: self.progress("boundaries", done, total))
             return [span.to_json(info["fps"]) for span in spans]
 
         inputs = {"source": source["sha256"], **recipe(self.config, "boundaries"), "detector": self.detector}
@@ -94,7 +96,8 @@ class Film:
         def make() -> list[dict]:
             out = []
             found = {}
-            for shot, frame in zip(shots, self._keyframes(source, shots)):
+            for done, (shot, frame) in enumerate(zip(shots, self._keyframes(source, shots)), 1):
+                self.progress("keyframes", done, len(shots))
                 buffer = io.BytesIO()
                 frame.image.save(buffer, "JPEG", quality=self.config.keyframes.jpeg_quality)
                 data = buffer.getvalue()
@@ -215,7 +218,8 @@ class Film:
         old = stored.get("by_recipe", {})
         kept: dict[str, dict] = {}
         result = {"shots": {}, "global": None, "pending": {}, "by_recipe": kept, "scenes": stored.get("scenes", {})}
-        for shot in wanted:
+        for done, shot in enumerate(wanted, 1):
+            self.progress("captions", done, len(wanted))
             key = canonical_hash({**base, "keyframe": shot["keyframe_sha256"]})
             if key in old:
                 kept[key] = old[key]
@@ -345,14 +349,18 @@ def _json(data: dict) -> bytes:
     return json.dumps(data, ensure_ascii=False, sort_keys=True).encode()
 
 
-def run_film(root: str, film: str, source: str, known: dict, config: dict, cast: dict, threads: int) -> dict:
-    """A worker's entry point: one film, its manifest entry back (a failure too)."""
+def run_film(root: str, film: str, source: str, known: dict, config: dict, cast: dict, threads: int,
+             progress: Any = None) -> dict:
+    """A worker's entry point: one film, its manifest entry back (a failure too).
+    `progress`, when given, is a queue (or anything with put) that gets (film, step,
+    done, total) as the film goes."""
     import torch
 
     torch.set_num_threads(threads)
     dataset = DatasetDir(Path(root))
+    report = None if progress is None else lambda step, done, total: progress.put((film, step, done, total))
     try:
         return Film(dataset, film, Path(source), known, DatasetConfig.model_validate(config),
-                    captioning.Cast.model_validate(cast), threads).run()
+                    captioning.Cast.model_validate(cast), threads, report).run()
     except CinemaError as err:
         return {**known, "source": source, "state": FAILED, "why": str(err), "exit_code": err.exit_code}
