@@ -14,8 +14,8 @@ import hashlib
 import io
 import json
 from collections import Counter
-from dataclasses import asdict
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +261,7 @@ class Film:
             return caps["global"]["caption"] if caps["global"] else None
         if self.config.captions.backend not in ("gemini", "local") or None in sample["shot_captions"]:
             return None
-        key = canonical_hash({**self._model_identity, "shots": sample["shot_captions"],
+        key = canonical_hash({"model": self._model_identity["model"], "shots": sample["shot_captions"],
                               "prompt": captioning.prompt_identity(self.cast)})
         scenes = caps.setdefault("scenes", {})
         if key not in scenes:

@@ -3,9 +3,10 @@
 Every input is checked first (the films exist and are videos with frames, the cast
 file and dataset.yaml validate, the dataset path is a folder, a Gemini key is set when
 captions need one, a local captioning model's folder holds a vision-language model, the
-aesthetic predictor's weights load and fit its CLIP): bad input changes nothing on disk. Then the dataset is locked (a
-second `prepare` is refused, naming the holder's pid), and films run in parallel
-processes; the lock holder alone writes the manifest, after each film.
+aesthetic predictor's weights load and fit its CLIP): bad input changes nothing on
+disk. Then the dataset is locked (a second `prepare` is refused, naming the holder's
+pid), and films run in parallel processes; the lock holder alone writes the manifest,
+after each film.
 """
 
 from __future__ import annotations
