@@ -18,7 +18,8 @@ def main(film: str, dataset: str, detector: str) -> None:
     entry = next(iter(result.films.values()))
     print(json.dumps({
         "seconds": round(time.monotonic() - started, 3),
-        "state": entry["state"], "why": entry.get("why"), "detector": entry.get("detector"), "shots": entry.get("shots"), "kept": entry.get("kept"),
+        "state": entry["state"], "why": entry.get("why"), "detector": entry.get("detector"),
+        "shots": entry.get("shots"), "kept": entry.get("kept"),
         # ru_maxrss is in KiB on Linux.
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_ffmpeg_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),

@@ -106,7 +106,9 @@ class LocalCaptioner:
             messages.append({"role": "assistant" if role == "model" else "user", "content": content})
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
         inputs = processor(images=[image] if image is not None else None, text=[prompt], return_tensors="pt")
-        inputs = {k: v.to(device, model.dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
+        # Pixels in the model's dtype; ids, masks and grids as they are.
+        inputs = {k: (v.to(device, model.dtype) if v.is_floating_point() else v.to(device))
+                  if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         length = inputs["input_ids"].shape[1]
         tokenizer = getattr(processor, "tokenizer", processor)
         with torch.inference_mode():
@@ -116,8 +118,9 @@ class LocalCaptioner:
         return tokenizer.decode(output[0, length:], skip_special_tokens=True)
 
     def _ask(self, prompt: str, image: Any | None, what: str) -> dict:
-        return ask_until_valid(lambda turns, _schema: self._chat(turns, image), prompt + "\n\n" + render("caption_json"),
-                               {}, lambda reply: parse_caption(reply, self.cast), self.who, what)
+        asked = prompt + "\n\n" + render("caption_json")
+        return ask_until_valid(lambda turns, _schema: self._chat(turns, image), asked, {},
+                               lambda reply: parse_caption(reply, self.cast), self.who, what)
 
     def keyframe(self, jpeg: bytes) -> dict:
         from PIL import Image
