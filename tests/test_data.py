@@ -20,6 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cinema_cli.cli.app import app
+from cinema_cli.data.prepare import prepare
 from cinema_cli.data.reader import Dataset
 from cinema_cli.data.config import SampleSettings
 from cinema_cli.data.samples import group
@@ -67,7 +68,7 @@ def films(tmp_path_factory) -> dict[str, Path]:
 def prepared(films, tmp_path_factory) -> tuple[Path, dict]:
     """Both films with TransNetV2, prepared once for the tests that only read."""
     root = tmp_path_factory.mktemp("ds") / "dataset"
-    write_config(root, **SMALL)
+    write_config(root, boundaries={"detector": "transnetv2"}, **SMALL)  # auto is scenedetect on a CPU
     data = cinema_json("data", "prepare", str(films["film"]), str(films["lb"]), "-o", str(root))
     return root, data
 
@@ -90,6 +91,9 @@ def test_boundaries_crops_and_filter_reasons_are_exact(prepared):
     assert [j["reasons"] for j in judged] == [reasons for *_, reasons in SHOTS]
     assert judged[6]["duplicate_of"] == 0  # the repeated shot is a duplicate of the first
     assert judged[7]["subtitles"] and not any(j["subtitles"] for i, j in enumerate(judged) if i != 7)
+    # Subtitles are looked for on every frame the bars were judged on: found on each of shot 7's.
+    checked = steps(root, "film", "subtitles")["7"]["checked"]
+    assert len(checked) == 6 and sorted(map(int, judged[7]["subtitles"])) == checked
     # 2:1 already: the crop is the whole frame, the keyframe 128x64.
     assert all(s["crop"] == [0, 0, 160, 80] and s["picture"] == [0, 0, 160, 80] for s in frames)
     with Image.open(root / "films" / "film" / frames[0]["keyframe"]) as image:
@@ -142,6 +146,7 @@ def test_status_and_show(prepared):
     assert data["done"] == ["film", "lb"] and data["pending"] == data["failed"] == []
     assert data["shots"] == 12 and data["kept"] == 7
     assert data["dropped"] == {"flat": 1, "near_duplicate": 1, "subtitles": 1, "too_dark": 1, "too_short": 1}
+    assert data["detectors"] == {"transnetv2": 2}
     assert data["hours"] == pytest.approx((17.5 + 4) / 3600, abs=1e-4)
     shown = cinema_json("data", "show", str(root), "--film", "film")
     page = Path(shown["html"]).read_text()
@@ -174,6 +179,12 @@ def test_same_settings_do_no_work_and_a_change_redoes_what_it_affects(films, tmp
     assert run() == ["frames", "subtitles", "filters", "samples", "shards"]
     write_config(root, samples={"targets": [4.0]})
     assert run() == ["samples", "shards"]
+    write_config(root, filters={"subtitles": False})
+    assert run() == ["filters", "samples", "shards"]
+    (root / "films" / "lb" / "subtitles.json").unlink()  # found again: the film is decoded once more
+    write_config(root, filters={"subtitles": True})
+    assert run() == ["subtitles", "filters", "samples", "shards"]
+    assert all(len(s["checked"]) == 6 and not s["found"] for s in steps(root, "lb", "subtitles").values())
 
 
 # ---------------------------------------------------------------- one writer, kill and resume
@@ -193,7 +204,11 @@ def test_killed_prepare_resumes_to_what_an_uninterrupted_parallel_run_wrote(film
     for folder in (reference, root):
         write_config(folder, boundaries={"detector": "scenedetect"}, filters={"subtitles": False}, **SMALL)
     args = [str(films["lb"]), str(films["film"])]
-    cinema("data", "prepare", *args, "-o", str(reference), "--workers", "2")  # films in two processes
+    events: list[tuple] = []  # films in two processes, their progress sent back per shot
+    done = prepare(reference, [Path(a) for a in args], workers=2, on_progress=lambda *event: events.append(event))
+    for name, entry in done.films.items():
+        shots = [e[2:] for e in events if e[:2] == (name, "keyframes")]
+        assert shots == [(i, entry["shots"]) for i in range(1, entry["shots"] + 1)]
     proc = subprocess.Popen([sys.executable, "-m", "cinema_cli", "data", "prepare", *args, "-o", str(root)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

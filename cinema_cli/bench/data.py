@@ -3,9 +3,10 @@
 Films of each length are generated with ffmpeg's lavfi at 128x72, 24 fps: a test
 pattern whose hue, zoom and motion jump every 4 seconds (a hard cut TransNetV2 sees),
 so every length has the same shots per minute. Each film is prepared, without
-captions, in its own process, which reports its wall time and peak RSS. The ratios
-are the claims: throughput as a multiple of real time, and the longest film's peak RSS
-over the shortest's (flat memory: about 1).
+captions, in its own process, which reports its wall time, CPU time and peak RSS. The
+ratios are the claims: throughput as a multiple of real time, and the longest film's
+peak RSS over the shortest's (flat memory: about 1). The CPU time and the load average
+say how far a busy machine's wall time is from an idle one's.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def prepare_in_worker(film: Path, dataset: Path, detector: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_data_bench(minutes: list[float], detector: str = "transnetv2") -> dict:
+def run_data_bench(minutes: list[float], detector: str = "auto") -> dict:
     rows = []
     with tempfile.TemporaryDirectory(prefix="cinema-bench-data-") as folder:
         for length in minutes:
@@ -50,10 +51,13 @@ def run_data_bench(minutes: list[float], detector: str = "transnetv2") -> dict:
             source_seconds = length * 60
             rows.append({"minutes": length, **run,
                          "seconds_per_hour_of_source": round(run["seconds"] * 3600 / source_seconds, 1),
-                         "times_real_time": round(source_seconds / run["seconds"], 2)})
+                         "times_real_time": round(source_seconds / run["seconds"], 2),
+                         "times_real_time_per_cpu_second": round(source_seconds / run["cpu_seconds"], 2)})
     shortest, longest = rows[0], rows[-1]
     return {
-        "detector": detector, "captions": "none", "film": f"{SIZE} at {FPS} fps, a cut every {SHOT_SECONDS} s",
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # others' work on the machine, if any
+        "detector": detector, "detector_used": sorted({r["detector"] for r in rows}), "captions": "none",
+        "film": f"{SIZE} at {FPS} fps, a cut every {SHOT_SECONDS} s",
         "cpu_threads": os.cpu_count(), "runs": rows,
         "times_real_time": min(r["times_real_time"] for r in rows),
         "peak_rss_ratio_longest_to_shortest": round(longest["peak_rss_mb"] / shortest["peak_rss_mb"], 3),

@@ -9,22 +9,26 @@ and returns the film's manifest entry to the process holding the dataset lock.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from cinema_cli.assemble.probe import probe
 from cinema_cli.data import captions as captioning
-from cinema_cli.data import filters, samples, subtitles
-from cinema_cli.data.boundaries import ShotSpan, detect_shots
+from cinema_cli.data import filters, samples, subtitles, vlm
+from cinema_cli.data.aesthetic import AestheticScorer
+from cinema_cli.data.boundaries import ShotSpan, detect_shots, resolve_detector
 from cinema_cli.data.config import DatasetConfig, recipe
-from cinema_cli.data.frames import keyframe, stream_shot_frames, working_size
+from cinema_cli.data.frames import Keyframe, keyframe, stream_shot_frames, working_size
 from cinema_cli.data.shards import write_shards
 from cinema_cli.data.state import DONE, FAILED, PENDING, DatasetDir
 from cinema_cli.errors import CinemaError
@@ -32,16 +36,21 @@ from cinema_cli.project.files import atomic_write_bytes
 from cinema_cli.project.manifest import FileHasher, canonical_hash
 
 STEP_VERSION = "1"  # bump when a step's output format changes: every film is redone
+ShotProgress = Callable[[str, int, int], None]  # (step, done, total): frames, then shots
 
 
 class Film:
     def __init__(self, dataset: DatasetDir, film: str, source: Path, known: dict, config: DatasetConfig,
-                 cast: captioning.Cast):
+                 cast: captioning.Cast, threads: int = 1, progress: ShotProgress | None = None):
         self.dataset, self.film, self.source, self.known = dataset, film, source, known
         self.config, self.cast = config, cast
         self.folder = dataset.film_dir(film)
+        self.threads = threads
+        self.progress = progress or (lambda step, done, total: None)
         self.worked: list[str] = []
         self.steps: dict[str, str] = {}
+        self._fresh_subtitles: dict | None = None
+        self._captioner_made = None
 
     def _step(self, name: str, inputs: dict, make) -> Any:
         """The step's data: stored if its recipe matches, else made now and stored."""
@@ -71,26 +80,26 @@ class Film:
     def boundaries(self, source: dict) -> list[dict]:
         info = source["info"]
         settings = self.config.boundaries
+        # The detector that runs is in the recipe, not `auto`: boundaries from another
+        # detector are other boundaries.
+        self.detector = resolve_detector(settings.detector, settings.device)
 
         def make() -> list[dict]:
-            spans = detect_shots(self.source, info["fps"], info["frames"], settings.detector, settings.threshold,
-                                 settings.device)
+            spans = detect_shots(self.source, info["fps"], info["frames"], self.detector, settings.threshold,
+                                 settings.device, lambda done, total: self.progress("boundaries", done, total))
             return [span.to_json(info["fps"]) for span in spans]
 
-        return self._step("boundaries", {"source": source["sha256"], **recipe(self.config, "boundaries")}, make)
+        inputs = {"source": source["sha256"], **recipe(self.config, "boundaries"), "detector": self.detector}
+        return self._step("boundaries", inputs, make)
 
     def frames(self, source: dict, shots: list[dict]) -> list[dict]:
-        info = source["info"]
-        settings = self.config.keyframes
-
         def make() -> list[dict]:
-            spans = [ShotSpan(s["index"], s["start_frame"], s["end_frame"], s["after"]) for s in shots]
-            size = working_size(info["width"], info["height"], settings.short_side)
             out = []
-            for shot, held in zip(shots, stream_shot_frames(self.source, size, spans, settings.border_frames)):
-                frame = keyframe(held, settings, (info["width"], info["height"]))
+            found = {}
+            for done, (shot, frame) in enumerate(zip(shots, self._keyframes(source, shots)), 1):
+                self.progress("keyframes", done, len(shots))
                 buffer = io.BytesIO()
-                frame.image.save(buffer, "JPEG", quality=settings.jpeg_quality)
+                frame.image.save(buffer, "JPEG", quality=self.config.keyframes.jpeg_quality)
                 data = buffer.getvalue()
                 name = f"keyframes/{shot['index']:06d}.jpg"
                 atomic_write_bytes(self.folder / name, data, self.dataset.tmp_dir)
@@ -98,32 +107,66 @@ class Film:
                             "picture": frame.picture.to_json(), "crop": frame.crop.to_json(),
                             "luma": round(frame.luma, 3), "detail": round(frame.detail, 3),
                             "contrast": round(frame.contrast, 3)})
+                if self.config.filters.subtitles:  # while the shot's frames are decoded
+                    found[str(shot["index"])] = self._find_subtitles(frame)
+            self._fresh_subtitles = found if self.config.filters.subtitles else None
             return out
 
         return self._step("frames", {"boundaries": self.steps["boundaries"], **recipe(self.config, "keyframes")}, make)
 
-    def subtitles(self, shots: list[dict]) -> dict[str, list]:
+    def _keyframes(self, source: dict, shots: list[dict]) -> Iterator[Keyframe]:
+        """Each shot's keyframe, bars and sample crops, from one streamed decode."""
+        info, settings = source["info"], self.config.keyframes
+        spans = [ShotSpan(s["index"], s["start_frame"], s["end_frame"], s["after"]) for s in shots]
+        size = working_size(info["width"], info["height"], settings.short_side)
+        for held in stream_shot_frames(self.source, size, spans, settings.border_frames):
+            yield keyframe(held, settings, (info["width"], info["height"]))
+
+    def _find_subtitles(self, frame: Keyframe) -> dict:
+        """{"checked": [frame indexes], "found": {frame index: boxes}} for one shot."""
+        indexes = sorted(frame.crops)
+        boxes = subtitles.subtitle_boxes([frame.crops[i] for i in indexes], self.threads)
+        return {"checked": indexes, "found": {str(i): b for i, b in zip(indexes, boxes) if b}}
+
+    def subtitles(self, source: dict, shots: list[dict]) -> dict[str, dict]:
         if not self.config.filters.subtitles:
             self.steps["subtitles"] = "off"
             return {}
 
-        def make() -> dict[str, list]:
-            found = {}
-            for shot in shots:
-                with Image.open(self.folder / shot["keyframe"]) as image:
-                    found[str(shot["index"])] = subtitles.subtitle_boxes(image)
-            return found
+        def make() -> dict[str, dict]:
+            if self._fresh_subtitles is not None:  # found while the frames step decoded
+                return self._fresh_subtitles
+            return {str(s["index"]): self._find_subtitles(f) for s, f in zip(shots, self._keyframes(source, shots))}
 
         return self._step("subtitles", {"frames": self.steps["frames"], "detector": subtitles.DETECTOR}, make)
 
-    def filters(self, shots: list[dict], found: dict[str, list]) -> list[dict]:
+    def aesthetic(self, shots: list[dict]) -> dict[str, float]:
+        settings = self.config.filters.aesthetic
+        if settings is None:
+            self.steps["aesthetic"] = "off"
+            return {}
+        scorer = AestheticScorer(settings, self.dataset.root, self.config.boundaries.device)
+
+        def make() -> dict[str, float]:
+            images = []
+            for shot in shots:
+                with Image.open(self.folder / shot["keyframe"]) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            return {str(s["index"]): score for s, score in zip(shots, scorer(images))}
+
+        return self._step("aesthetic", {"frames": self.steps["frames"], **scorer.identity}, make)
+
+    def filters(self, shots: list[dict], found: dict[str, dict], scored: dict[str, float]) -> list[dict]:
         def make() -> list[dict]:
-            boxes = {int(k): v for k, v in found.items()}
-            judged = filters.judge(shots, [self.folder / s["keyframe"] for s in shots], boxes, self.config.filters)
-            return [{**result, "subtitles": boxes.get(s["index"], [])} for s, result in zip(shots, judged)]
+            seen = {int(k): v["found"] for k, v in found.items()}
+            aesthetic = {int(k): v for k, v in scored.items()}
+            judged = filters.judge(shots, [self.folder / s["keyframe"] for s in shots], seen, aesthetic,
+                                   self.config.filters)
+            return [{**result, "subtitles": seen.get(s["index"], {}), "aesthetic": aesthetic.get(s["index"])}
+                    for s, result in zip(shots, judged)]
 
         inputs = {"frames": self.steps["frames"], "subtitles": self.steps["subtitles"],
-                  **recipe(self.config, "filters")}
+                  "aesthetic": self.steps["aesthetic"], **recipe(self.config, "filters")}
         return self._step("filters", inputs, make)
 
     def captions(self, shots: list[dict], judged: list[dict]) -> dict:
@@ -148,25 +191,41 @@ class Film:
                         "pending": {}}
 
             return self._step("captions", inputs, make)
-        return self._gemini_captions(wanted)
+        return self._model_captions(wanted)
 
-    def _gemini_captions(self, wanted: list[dict]) -> dict:
+    @functools.cached_property
+    def _model_identity(self) -> dict:
+        """What names the captioning model in recipes: Gemini's model name, or the local
+        model folder's files."""
         settings = self.config.captions
-        base = {"backend": "gemini", "model": settings.model, "version": captioning.VERSION,
+        if settings.backend == "local":
+            return {"backend": "local", "model": vlm.folder_identity(vlm.model_folder(settings, self.dataset.root)),
+                    "max_new_tokens": settings.max_new_tokens}
+        return {"backend": "gemini", "model": settings.model}
+
+    def _captioner(self):
+        if self._captioner_made is None:
+            settings = self.config.captions
+            self._captioner_made = (vlm.LocalCaptioner(settings, self.cast, self.dataset.root)
+                                    if settings.backend == "local" else captioning.GeminiCaptioner(settings, self.cast))
+        return self._captioner_made
+
+    def _model_captions(self, wanted: list[dict]) -> dict:
+        """Gemini's or a local model's captions, one shot at a time."""
+        base = {**self._model_identity, "version": captioning.VERSION,
                 "prompt": hashlib.sha256(captioning.prompt_identity(self.cast).encode()).hexdigest()}
         stored = (self.dataset.read_step(self.film, "captions") or {}).get("data") or {}
         old = stored.get("by_recipe", {})
         kept: dict[str, dict] = {}
         result = {"shots": {}, "global": None, "pending": {}, "by_recipe": kept, "scenes": stored.get("scenes", {})}
-        captioner = None
-        for shot in wanted:
+        for done, shot in enumerate(wanted, 1):
+            self.progress("captions", done, len(wanted))
             key = canonical_hash({**base, "keyframe": shot["keyframe_sha256"]})
             if key in old:
                 kept[key] = old[key]
             else:
                 try:
-                    captioner = captioner or captioning.GeminiCaptioner(settings, self.cast)
-                    kept[key] = captioner.keyframe((self.folder / shot["keyframe"]).read_bytes())
+                    kept[key] = self._captioner().keyframe((self.folder / shot["keyframe"]).read_bytes())
                 except CinemaError as err:
                     if err.exit_code == 2:
                         raise  # a bad key or model name fails every shot alike
@@ -200,13 +259,13 @@ class Film:
     def _global_caption(self, sample: dict, caps: dict) -> str | None:
         if self.config.captions.backend == "sidecar":
             return caps["global"]["caption"] if caps["global"] else None
-        if self.config.captions.backend != "gemini" or None in sample["shot_captions"]:
+        if self.config.captions.backend not in ("gemini", "local") or None in sample["shot_captions"]:
             return None
-        key = canonical_hash({"model": self.config.captions.model, "shots": sample["shot_captions"],
+        key = canonical_hash({"model": self._model_identity["model"], "shots": sample["shot_captions"],
                               "prompt": captioning.prompt_identity(self.cast)})
         scenes = caps.setdefault("scenes", {})
         if key not in scenes:
-            scenes[key] = captioning.GeminiCaptioner(self.config.captions, self.cast).scene(sample["shot_captions"])
+            scenes[key] = self._captioner().scene(sample["shot_captions"])
             self.dataset.write_step(self.film, "captions", self.steps["captions"], caps)
         return scenes[key]["caption"]
 
@@ -251,7 +310,7 @@ class Film:
                 "caption": caption["caption"] if caption else None,
                 "characters": caption["characters"] if caption else [],
                 "filters": {"luma": shot["luma"], "detail": shot["detail"], "contrast": shot["contrast"],
-                            "subtitles": result["subtitles"],
+                            "subtitles": result["subtitles"], "aesthetic": result["aesthetic"],
                             "reasons": result["reasons"], "similarity": result["similarity"]}}
 
     # ------------------------------------------------------------ all of it
@@ -261,12 +320,12 @@ class Film:
         self.fps = source["info"]["fps"]
         shots = self.boundaries(source)
         shots = self.frames(source, shots)
-        judged = self.filters(shots, self.subtitles(shots))
+        judged = self.filters(shots, self.subtitles(source, shots), self.aesthetic(shots))
         caps = self.captions(shots, judged)
         entry = {"source": str(self.source), **{k: source[k] for k in ("size", "mtime_ns", "sha256", "info")},
                  "shots": len(shots), "kept": sum(j["kept"] for j in judged),
                  "dropped": dict(Counter(r for j in judged for r in j["reasons"])),
-                 "seconds": source["info"]["duration"]}
+                 "seconds": source["info"]["duration"], "detector": self.detector}
         if caps["pending"]:
             why = next(iter(caps["pending"].values()))
             entry.update(state=PENDING, why=f"{len(caps['pending'])} caption(s) failed and will be retried: {why}",
@@ -290,14 +349,18 @@ def _json(data: dict) -> bytes:
     return json.dumps(data, ensure_ascii=False, sort_keys=True).encode()
 
 
-def run_film(root: str, film: str, source: str, known: dict, config: dict, cast: dict, threads: int) -> dict:
-    """A worker's entry point: one film, its manifest entry back (a failure too)."""
+def run_film(root: str, film: str, source: str, known: dict, config: dict, cast: dict, threads: int,
+             progress: Any = None) -> dict:
+    """A worker's entry point: one film, its manifest entry back (a failure too).
+    `progress`, when given, is a queue (or anything with put) that gets (film, step,
+    done, total) as the film goes."""
     import torch
 
     torch.set_num_threads(threads)
     dataset = DatasetDir(Path(root))
+    report = None if progress is None else lambda step, done, total: progress.put((film, step, done, total))
     try:
         return Film(dataset, film, Path(source), known, DatasetConfig.model_validate(config),
-                    captioning.Cast.model_validate(cast)).run()
+                    captioning.Cast.model_validate(cast), threads, report).run()
     except CinemaError as err:
         return {**known, "source": source, "state": FAILED, "why": str(err), "exit_code": err.exit_code}

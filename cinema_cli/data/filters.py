@@ -1,8 +1,9 @@
 """Which shots a dataset keeps, each drop with its reason.
 
-Every shot is measured (length, brightness, detail, subtitles) and every rule that
-fails is recorded, so `status` can count reasons and a changed threshold is re-judged
-from the measurements without decoding again. `near_duplicate` is judged last, against
+Every shot is measured (length, brightness, detail, subtitles, and its aesthetic score
+when a predictor is given) and every rule that fails is recorded, so `status` can count
+reasons and a changed threshold is re-judged from the measurements without decoding or
+scoring again. `near_duplicate` is judged last, against
 the keyframes kept so far in the film (the memory module's edge signature: a repeated
 set-up, not two dark rooms); it only drops the keyframe sample, since a repeated angle
 is ordinary inside a video sequence (shot / reverse shot).
@@ -17,11 +18,12 @@ import numpy as np
 from cinema_cli.data.config import FilterSettings
 from cinema_cli.memory.signature import image_signature
 
-REASONS = ("too_short", "too_dark", "flat", "subtitles", "near_duplicate")
+REASONS = ("too_short", "too_dark", "flat", "subtitles", "aesthetic", "near_duplicate")
 KEYFRAME_ONLY = {"near_duplicate"}  # reasons that keep a shot usable inside video samples
 
 
-def judge(shots: list[dict], keyframes: list[Path], subtitles: dict[int, list], settings: FilterSettings) -> list[dict]:
+def judge(shots: list[dict], keyframes: list[Path], subtitles: dict[int, dict], aesthetic: dict[int, float],
+          settings: FilterSettings) -> list[dict]:
     """Per shot: {"reasons": [...], "kept": bool, "video_ok": bool, "duplicate_of": int|None, "similarity"}."""
     results = []
     kept_signatures: list[tuple[int, np.ndarray]] = []
@@ -35,6 +37,8 @@ def judge(shots: list[dict], keyframes: list[Path], subtitles: dict[int, list], 
             reasons.append("flat")
         if settings.subtitles and subtitles.get(shot["index"]):
             reasons.append("subtitles")
+        if settings.aesthetic is not None and aesthetic[shot["index"]] < settings.aesthetic.min_score:
+            reasons.append("aesthetic")
         result = {"reasons": reasons, "duplicate_of": None, "similarity": None}
         if not reasons:
             signature = image_signature(path)

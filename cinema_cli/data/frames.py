@@ -140,6 +140,7 @@ class Keyframe:
     luma: float
     detail: float
     contrast: float
+    crops: dict[int, np.ndarray]  # frame index -> that sample frame's crop, at working size
 
 
 def keyframe(shot: ShotFrames, settings: KeyframeSettings, source: tuple[int, int]) -> Keyframe:
@@ -158,5 +159,6 @@ def keyframe(shot: ShotFrames, settings: KeyframeSettings, source: tuple[int, in
     luma = _luma(np.asarray(thumb))
     detail = float(np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean()) / 2
     to_source = (source[0] / work_w, source[1] / work_h)
+    crops = {i: f[crop.top:crop.bottom, crop.left:crop.right] for i, f in shot.samples.items()}
     return Keyframe(image, picture.scaled(*to_source), crop.scaled(*to_source), float(luma.mean()), detail,
-                    float(luma.std()))
+                    float(luma.std()), crops)

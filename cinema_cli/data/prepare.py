@@ -2,33 +2,40 @@
 
 Every input is checked first (the films exist and are videos with frames, the cast
 file and dataset.yaml validate, the dataset path is a folder, a Gemini key is set when
-captions need one): bad input changes nothing on disk. Then the dataset is locked (a
-second `prepare` is refused, naming the holder's pid), and films run in parallel
-processes; the lock holder alone writes the manifest, after each film.
+captions need one, a local captioning model's folder holds a vision-language model, the
+aesthetic predictor's weights load and fit its CLIP): bad input changes nothing on
+disk. Then the dataset is locked (a second `prepare` is refused, naming the holder's
+pid), and films run in parallel processes; the lock holder alone writes the manifest,
+after each film.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 
 from pydantic import ValidationError
 
 from cinema_cli.assemble.probe import _decode
+from cinema_cli.data.aesthetic import AestheticScorer
 from cinema_cli.data.captions import Cast, load_cast, sidecar_path
 from cinema_cli.data.config import DatasetConfig, load_config, save_config, with_overrides
 from cinema_cli.data.film import run_film
 from cinema_cli.data.state import DONE, DatasetDir, film_id, remove_tmp
+from cinema_cli.data.vlm import model_folder
 from cinema_cli.errors import BadInput, FFmpegError
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.yamlio import dump_yaml
 
 CAST_FILE = "cast.yaml"
+Progress = Callable[[str, str, int, int], None]  # (film, step, done, total)
 
 
 @dataclass
@@ -78,7 +85,10 @@ def resolve_cast(dataset: DatasetDir, cast_file: Path | None) -> Cast:
 
 
 def prepare(root: Path, films: list[Path], *, overrides: dict[str, dict] | None = None, cast_file: Path | None = None,
-            workers: int = 1, on_film: Callable[[str, dict], None] | None = None) -> PrepareResult:
+            workers: int = 1, on_film: Callable[[str, dict], None] | None = None,
+            on_progress: Progress | None = None) -> PrepareResult:
+    """`on_film(film, entry)` as each film ends; `on_progress(film, step, done, total)` as
+    each goes: TransNetV2's frames, then shots (keyframes, captions)."""
     dataset = DatasetDir(root)
     if not films:
         raise BadInput("give at least one film: cinema data prepare FILM... -o DATASET")
@@ -91,6 +101,10 @@ def prepare(root: Path, films: list[Path], *, overrides: dict[str, dict] | None 
         from cinema_cli.story.gemini_transport import api_key
 
         api_key()
+    if config.captions.backend == "local":  # a folder with a vision-language model's config
+        model_folder(config.captions, dataset.root)
+    if config.filters.aesthetic is not None:  # the predictor file and the CLIP resolve, and fit
+        AestheticScorer(config.filters.aesthetic, dataset.root, config.boundaries.device)
     if config.captions.backend == "sidecar":
         for film in films:
             if not sidecar_path(film, config.captions).is_file():
@@ -105,7 +119,7 @@ def prepare(root: Path, films: list[Path], *, overrides: dict[str, dict] | None 
             atomic_write_text(dataset.root / CAST_FILE, dump_yaml(cast.model_dump(mode="json")), dataset.tmp_dir)
         jobs = _jobs(manifest, films)
         result = PrepareResult(dataset.root)
-        for film, entry in _run(dataset, jobs, manifest, config, cast, workers):
+        for film, entry in _run(dataset, jobs, config, cast, workers, on_progress):
             manifest["films"][film] = entry
             dataset.write_manifest(manifest)
             result.films[film] = entry
@@ -125,19 +139,46 @@ def _jobs(manifest: dict, films: list[Path]) -> list[tuple[str, Path, dict]]:
     return jobs
 
 
-def _run(dataset: DatasetDir, jobs, manifest, config: DatasetConfig, cast: Cast, workers: int):
+def _run(dataset: DatasetDir, jobs, config: DatasetConfig, cast: Cast, workers: int, on_progress: Progress | None):
     """(film id, entry) as each film finishes: in this process for one worker, else in
     `workers` processes (spawned: no CUDA or thread state is inherited), each with its
-    share of the CPU threads."""
+    share of the CPU threads; their progress comes back through a queue."""
     args = [(str(dataset.root), film, str(path), known, config.model_dump(mode="json"), cast.model_dump(mode="json"))
             for film, path, known in jobs]
     workers = max(1, min(workers, len(jobs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
+        calls = _Calls(on_progress) if on_progress else None
         for arg in args:
-            yield arg[1], run_film(*arg, threads)
+            yield arg[1], run_film(*arg, threads, calls)
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(run_film, *arg, threads): arg[1] for arg in args}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+    context = multiprocessing.get_context("spawn")
+    with contextlib.ExitStack() as stack:
+        queue = stack.enter_context(context.Manager()).Queue() if on_progress else None
+        pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=context))
+        futures = {pool.submit(run_film, *arg, threads, queue): arg[1] for arg in args}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(queue, on_progress)
+            for future in finished:
+                yield futures[future], future.result()
+
+
+class _Calls:
+    """A queue's put, for the film run in this process: calls on_progress."""
+
+    def __init__(self, on_progress: Progress) -> None:
+        self.on_progress = on_progress
+
+    def put(self, item: tuple) -> None:
+        self.on_progress(*item)
+
+
+def _drain(queue, on_progress: Progress | None) -> None:
+    while queue is not None:
+        try:
+            item = queue.get_nowait()
+        except Empty:
+            return
+        on_progress(*item)

@@ -37,9 +37,11 @@ def status(root: Path) -> dict:
     states = {state: sorted(f for f, e in films.items() if e["state"] == state) for state in (DONE, PENDING, FAILED)}
     dropped = Counter()
     samples = Counter()
+    detectors = Counter()
     for entry in films.values():
         dropped.update(entry.get("dropped", {}))
         samples.update(entry.get("samples", {}))
+        detectors.update([entry["detector"]] if entry.get("detector") else [])
     return {
         "dataset": str(root), "films": len(films), **states,
         "why": {f: e["why"] for f, e in films.items() if e.get("why")},
@@ -47,6 +49,7 @@ def status(root: Path) -> dict:
         "shots": sum(e.get("shots", 0) for e in films.values()),
         "kept": sum(e.get("kept", 0) for e in films.values()),
         "dropped": dict(sorted(dropped.items())),
+        "detectors": dict(sorted(detectors.items())),  # shot-boundary detector -> films
         "multishot_samples": dict(sorted(samples.items(), key=lambda kv: float(kv[0]))),
     }
 

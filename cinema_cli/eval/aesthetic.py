@@ -41,18 +41,23 @@ class AestheticPredictor:
         return x[:, 0]
 
 
+def scores(predictor: AestheticPredictor, clip, frames: list[np.ndarray]) -> np.ndarray:
+    """The predictor's score of each frame, through `clip` (eval.features.Clip)."""
+    features = clip.images(frames)
+    if features.shape[1] != predictor.input_width:
+        raise BadInput(f"the aesthetic predictor takes {predictor.input_width}-wide CLIP features, but "
+                       f"{clip.identity} gives {features.shape[1]}: use the CLIP model it was trained on "
+                       "(ViT-L-14 for LAION's predictor)")
+    return predictor(features)
+
+
 def measure(film: Film, tools) -> dict:
     predictor, clip = tools.aesthetic, tools.clip
     rows = []
     for shot in film.shots:
-        features = clip.images(shot.frames)
-        if features.shape[1] != predictor.input_width:
-            raise BadInput(f"--aesthetic takes {predictor.input_width}-wide CLIP features, but {clip.identity} "
-                           f"gives {features.shape[1]}: use the CLIP model it was trained on (ViT-L-14 for "
-                           "LAION's predictor) with --clip-model/--clip-weights")
-        scores = predictor(features)
+        per_frame = scores(predictor, clip, shot.frames)
         rows.append({"id": shot.id, "scene": shot.scene, "frames": len(shot.frames),
-                     "aesthetic": round(float(scores.mean()), 4), "aesthetic_min": round(float(scores.min()), 4)})
+                     "aesthetic": round(float(per_frame.mean()), 4), "aesthetic_min": round(float(per_frame.min()), 4)})
     return {"models": {"clip": clip.identity, "aesthetic": predictor.identity},
             "summary": {"aesthetic": mean(r["aesthetic"] for r in rows)},
             "shots": rows, "scenes": per_scene(rows, KEYS)}
