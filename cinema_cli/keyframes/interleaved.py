@@ -221,9 +221,21 @@ def draw_joint(pipe, model, captions: Sequence[str], seeds: Sequence[int], heigh
                steps: int | None, guidance: float | None, caption_tokens: int,
                progress: StepProgress = lambda done, total: None) -> list[np.ndarray]:
     """Keyframes drawn together by the interleaved `model` over `pipe`'s encoders: one per
-    caption, each from its seed's noise, all at full size. The backend's joint mode and
-    training's validation storyboards both draw with this."""
+    caption, each from its seed's noise, all at full size, decoded. The backend's joint
+    mode and training's validation storyboards both draw with this."""
     from cinema_cli.keyframes.flux2_denoise import decode
+
+    latents = joint_latents(pipe, model, captions, seeds, height, width, steps=steps, guidance=guidance,
+                            caption_tokens=caption_tokens, progress=progress)
+    images = [decode(pipe, x[None], height, width) for x in latents]
+    pipe.maybe_free_model_hooks()
+    return images
+
+
+def joint_latents(pipe, model, captions: Sequence[str], seeds: Sequence[int], height: int, width: int, *,
+                  steps: int | None, guidance: float | None, caption_tokens: int,
+                  progress: StepProgress = lambda done, total: None) -> list:
+    """`draw_joint` before decoding: each keyframe's packed latents (image tokens, C)."""
     from cinema_cli.keyframes.interleaved_sampling import Target, sample_joint
 
     rows, columns = height // PIXELS_PER_TOKEN, width // PIXELS_PER_TOKEN
@@ -231,11 +243,8 @@ def draw_joint(pipe, model, captions: Sequence[str], seeds: Sequence[int], heigh
     noises = [keyframe_noise(pipe, seed, height, width, targets[0].text.dtype) for seed in seeds]
     timesteps, step, guidance, guided = schedule(pipe, rows * columns, steps, guidance)
     negative = [encode_caption(pipe, "", caption_tokens)] * len(captions) if guided else None
-    latents = sample_joint(model, targets, noises, timesteps, step, negative=negative, guidance=guidance,
-                           progress=progress)
-    images = [decode(pipe, x[None], height, width) for x in latents]
-    pipe.maybe_free_model_hooks()
-    return images
+    return sample_joint(model, targets, noises, timesteps, step, negative=negative, guidance=guidance,
+                        progress=progress)
 
 
 def _load_lora(pipe, path: str, backend: str) -> None:
