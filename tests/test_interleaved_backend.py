@@ -209,3 +209,24 @@ def test_joint_mode_draws_each_scene_as_one_artifact_group_with_exact_staleness(
     (root / "keyframes" / f"{rest[0]}.png").unlink()
     assert status()[first] == ("stale", [f"drawn with {rest[0]}, whose keyframe is missing"])
     assert plan() == [first, *rest] and plan() == []
+
+
+def test_a_lora_for_another_architecture_is_refused_before_anything_is_written(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    runner = CliRunner()
+    root = tmp_path / "film"
+    assert runner.invoke(app, ["new", str(root)]).exit_code == 0
+    other = tmp_path / "other.safetensors"  # a wider model's projection
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 96),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(96, 4)}, other)
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config.update(keyframes={"backend": "interleaved", "options": {"model": "tiny", "lora": str(other)}})
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    result = runner.invoke(app, ["plan", "-p", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "does not fit this transformer" in result.stderr and "has shape [4, 96]" in result.stderr
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "lock"}
+    assert after == before  # (the empty lock file is how `plan` took the project's lock)

@@ -341,3 +341,24 @@ def test_a_bad_training_config_names_the_problem_and_exits_2(dataset, tmp_path, 
     result = cinema("train", "keyframes", dataset, "--base", "tiny", "-o", tmp_path / "run", "--config", config, rc=2)
     assert message in result.stderr and "train.yaml" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_train_reports_throughput_and_memory_against_context_goldenmem_and_naive(monkeypatch):
+    from cinema_cli.bench import train as bench
+
+    # Each CPU row runs in a fresh process for its peak memory; here one process measures
+    # them (the same code) to keep the suite fast.
+    shared = {}
+
+    def in_process(pairs, goldenmem, steps, height, width):
+        shared.setdefault("bench", bench.Bench(False, height, width))
+        return shared["bench"].row(pairs, goldenmem, steps)
+
+    monkeypatch.setattr(bench, "row_in_worker", in_process)
+    report = bench.run_train_bench((1, 4), steps=1, frame=(64, 128))
+    rows = {(r["pairs"], r["goldenmem"]): r for r in report["rows"]}
+    assert set(rows) == {(1, True), (1, False), (4, True), (4, False)}
+    assert rows[(1, True)]["tokens"] == rows[(1, False)]["tokens"] == 32 + 32  # 4x8 image tokens, 32 caption
+    assert rows[(4, True)]["tokens"] < rows[(4, False)]["tokens"] == 4 * 64
+    assert all(r["samples_per_s"] > 0 for r in rows.values())
+    assert report["goldenmem_speedup_at_4_pairs"] > 0 and "MFU" in report["not_measured"]

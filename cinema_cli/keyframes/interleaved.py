@@ -32,6 +32,7 @@ from cinema_cli.keyframes.flux2 import Flux2Keyframes, Flux2Options, _open
 from cinema_cli.keyframes.prompting import keyframe_prompt
 from cinema_cli.project.schema import Storyboard, plain_text
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.torch_compat import prepare_torch
 
 PIXELS_PER_TOKEN = 16  # 8x VAE, then 2x2 patches
 # Keyframes drawn together in joint mode when neither `max_pairs` nor the LoRA's training
@@ -137,9 +138,14 @@ class InterleavedKeyframes(Flux2Keyframes):
     def preflight(self, plan) -> list[str]:
         from cinema_cli.train.run import lora_weights
 
-        if self.options.lora is not None:
-            lora_weights(self.options.lora)  # missing: bad input before anything is written
-        return super().preflight(plan)
+        if self.options.lora is None:
+            return super().preflight(plan)
+        weights = lora_weights(self.options.lora)  # missing: bad input before anything is written
+        notices = super().preflight(plan)
+        modules = _transformer_modules(self.options.model)
+        if modules is not None:
+            _check_lora_fits(weights, modules, self.name)
+        return notices
 
     def _draw(self, pipe, request: KeyframeRequest, progress: StepProgress) -> np.ndarray:
         import torch
@@ -245,6 +251,64 @@ def joint_latents(pipe, model, captions: Sequence[str], seeds: Sequence[int], he
     negative = [encode_caption(pipe, "", caption_tokens)] * len(captions) if guided else None
     return sample_joint(model, targets, noises, timesteps, step, negative=negative, guidance=guidance,
                         progress=progress)
+
+
+def _transformer_modules(model: str) -> dict[str, tuple[int, int]] | None:
+    """(in, out) features of every Linear of `model`'s transformer, from its config alone
+    (no weights read); None when its weights are not on disk yet."""
+    import json
+
+    import torch
+
+    from cinema_cli.runtime.loading import local_folder
+    from cinema_cli.runtime.tiny import is_tiny, seeded
+
+    prepare_torch()
+    from diffusers import Flux2Transformer2DModel
+
+    if is_tiny(model):
+        from cinema_cli.runtime.tiny_flux2 import tiny_transformer
+
+        with seeded(0):
+            transformer = tiny_transformer()
+    else:
+        folder = local_folder(model)
+        config = folder / "transformer" / "config.json" if folder is not None else None
+        if config is None or not config.is_file():
+            return None
+        with torch.device("meta"):
+            transformer = Flux2Transformer2DModel.from_config(json.loads(config.read_text()))
+    return {name: (m.in_features, m.out_features) for name, m in transformer.named_modules()
+            if isinstance(m, torch.nn.Linear)}
+
+
+def _check_lora_fits(weights: Path, modules: dict[str, tuple[int, int]], backend: str) -> None:
+    """A LoRA in diffusers' layout whose layers are not the transformer's (another
+    architecture or size) is refused before anything is written; other layouts are
+    judged when loaded."""
+    import re
+
+    from safetensors import safe_open
+
+    from cinema_cli.errors import BadInput
+
+    layer = re.compile(r"^transformer\.(.+)\.lora_([AB])\.weight$")
+    try:
+        with safe_open(str(weights), "pt") as adapter:
+            shapes = {k: adapter.get_slice(k).get_shape() for k in adapter.keys()}
+    except Exception as err:  # noqa: BLE001 - safetensors raises several kinds for a bad file
+        raise BadInput(f"{backend}: the LoRA {weights} is not a readable .safetensors file: {err}") from None
+    for key, shape in shapes.items():
+        match = layer.match(key)
+        if match is None:
+            continue
+        module, side = match.groups()
+        fits = module in modules and (shape[1] == modules[module][0] if side == "A" else
+                                      shape[0] == modules[module][1])
+        if not fits:
+            have = f"{modules[module][0]}->{modules[module][1]}" if module in modules else "no such layer"
+            raise BadInput(f"{backend}: the LoRA {weights} does not fit this transformer (trained for another "
+                           f"architecture or size?): {key} has shape {list(shape)}, the model's {module} has {have}")
 
 
 def _load_lora(pipe, path: str, backend: str) -> None:
