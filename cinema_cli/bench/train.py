@@ -67,7 +67,8 @@ def caption_tokens(cuda: bool) -> int:
 
 def row_in_worker(pairs: int, goldenmem: bool, steps: int, height: int, width: int) -> dict:
     args = [str(pairs), str(int(goldenmem)), str(steps), str(height), str(width)]
-    proc = subprocess.run([sys.executable, "-m", "cinema_cli.bench.train_worker", *args], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cinema_cli.bench.train_worker", *args], capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise CinemaError(f"bench train worker ({pairs} pairs) failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -139,7 +139,8 @@ def _progress(total: int, show: bool):
 def bench_train(
     contexts: str = typer.Option("1,8,16,32", "--contexts", help="Pairs per sequence to measure."),
     steps: int = typer.Option(2, "--steps", min=1, help="Timed steps per row (after one warm-up)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Frames HEIGHTxWIDTH (default 400x800 on CUDA, 128x256 on CPU)."),
+    size: Optional[str] = typer.Option(None, "--size",
+                                       help="Frames HEIGHTxWIDTH (default: 400x800 on CUDA, 128x256 on a CPU)."),
     json_mode: bool = JsonOpt,
 ) -> None:
     """Training sequences/s and peak memory against context length, GoldenMem against naive."""

@@ -159,8 +159,9 @@ class InterleavedKeyframes(Flux2Keyframes):
         context = []
         for frame in request.context:
             latent = encode_image(pipe, _open(frame.path, frame.shot, self.name), *frame.size).to(device)
+            caption = encode_caption(pipe, plain_text(frame.caption), o.context_caption_tokens)
             context.append(Pair(pipe._pack_latents(latent)[0].to(pipe.transformer.dtype), latent.shape[2],
-                                latent.shape[3], encode_caption(pipe, plain_text(frame.caption), o.context_caption_tokens)))
+                                latent.shape[3], caption))
         rows, columns = request.height // PIXELS_PER_TOKEN, request.width // PIXELS_PER_TOKEN
         target = Target(encode_caption(pipe, keyframe_prompt(request)), rows, columns)
         noise = keyframe_noise(pipe, request.seed, request.height, request.width, target.text.dtype)

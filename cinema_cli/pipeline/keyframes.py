@@ -33,7 +33,8 @@ from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import Shot, Storyboard
 
 
-ITSELF = "itself"  # a group member's own place in its group's recipe entry (its fields are its own recipe)
+# A group member's own entry in its recipe's `group` (its own fields are the recipe itself).
+ITSELF = "itself"
 
 
 class KeyframeStage:
@@ -71,8 +72,10 @@ class KeyframeStage:
             return self._own_recipe(shot)
         # Drawn with its group: no memory, and every member's own inputs.
         recipe = self._own_recipe(shot, memory=False)
-        recipe.group = [[s.id, ITSELF if s.id == shot.id else canonical_hash(self._own_recipe(s, memory=False).to_dict())]
-                        for s in group]
+        recipe.group = [
+            [s.id, ITSELF if s.id == shot.id else canonical_hash(self._own_recipe(s, memory=False).to_dict())]
+            for s in group
+        ]
         return recipe
 
     def _own_recipe(self, shot: Shot, memory: bool = True) -> KeyframeRecipe:
@@ -144,7 +147,8 @@ class KeyframeStage:
 
     def plan(self, board: Storyboard, force: set[str]) -> tuple[list[Job], dict[str, ArtifactState]]:
         """A job per shot, each after the one before it (its context may be any earlier
-        keyframe); `stale` marks those that are stale now. Also the states as they stand."""
+        keyframe), or a job per group for a backend that draws groups; `stale` marks those
+        that are stale now. Also the states as they stand."""
         states, _ = self.states(board)
         if board.shots and self.group_of(board, board.shots[0]) is not None:
             return self._group_jobs(board, states, force), states
