@@ -120,6 +120,8 @@ def _progress(total: int, show: bool):
                 stats = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {1 / record['seconds']:.2f} it/s  "
                          f"context {record['context']}")
                 progress.update(task, completed=record["step"], stats=stats)
+                if "validation_latent_mse" in record:  # a validation storyboard was drawn: say so above the bar
+                    progress.console.print(describe(record, total), markup=False)
 
             yield on_step
 

@@ -161,5 +161,9 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
 
 
 def describe(record: dict, total: int) -> str:
-    return (f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+    line = (f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
             f"context {record['context']}  {record['samples_per_s']:.1f} samples/s")
+    if "validation_latent_mse" in record:
+        line += (f"  validation error {record['validation_latent_mse']:.4f} (latent), "
+                 f"{record['validation_pixel_mse']:.4f} (pixels)")
+    return line
