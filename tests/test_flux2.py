@@ -425,7 +425,8 @@ def test_doctor_smoke_runs_the_tiny_pipelines(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # outside any project: the defaults
     data = json.loads(cli("doctor", "--smoke", "--json").stdout)
     assert data["ok"] and data["project"] is None
-    assert [s["name"] for s in data["smoke"]] == ["flux2 keyframe (tiny)", "wan shot (tiny)"]
+    assert [s["name"] for s in data["smoke"]] == ["flux2 keyframe (tiny)", "interleaved keyframes (tiny)",
+                                                  "wan shot (tiny)"]
     assert all(s["ok"] for s in data["smoke"]), data["smoke"]
 
 

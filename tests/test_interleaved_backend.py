@@ -125,3 +125,109 @@ def test_the_lora_file_is_an_input_of_every_keyframe(tmp_path):
     adapter.write_bytes(b"retrained, same path")
     assert declared_inputs(InterleavedKeyframes, options, tmp_path, hasher) != first
     assert declared_inputs(InterleavedKeyframes, InterleavedOptions(model="tiny"), tmp_path, hasher) is None
+
+
+# ---------------------------------------------------------------- joint mode
+
+
+def test_joint_mode_of_one_keyframe_is_plain_klein_and_keyframes_drawn_together_see_each_other():
+    joint = InterleavedKeyframes(InterleavedOptions(model="tiny", steps=STEPS, mode="joint",
+                                                    context_caption_tokens=512))
+    flux2 = Flux2Keyframes(Flux2Options(model="tiny", steps=STEPS))
+    alone = pixels(joint.render_group([request()], lambda done, total: None)[0])
+    assert alone.std() > 1 and np.abs(alone - draw(flux2, request())).max() <= 1.0
+
+    first, second = request(), request(caption="<Ada> climbs the stairs", seed=8)
+    pair = [pixels(i) for i in joint.render_group([first, second], lambda done, total: None)]
+    again = joint.render_group([first, second], lambda done, total: None)
+    assert all(np.array_equal(a, pixels(b)) for a, b in zip(pair, again))
+    changed = pixels(joint.render_group([first, request(caption="an empty street at night", seed=8)],
+                                        lambda done, total: None)[0])
+    # The first keyframe's own inputs are the same in all three: only its partner moved it.
+    assert np.abs(pair[0] - alone).mean() > 0.02 and np.abs(pair[0] - changed).mean() > 0.02
+
+
+def test_joint_groups_are_scenes_split_to_the_trained_context():
+    from cinema_cli.project.schema import Storyboard
+
+    board = Storyboard.model_validate({"shots": [
+        {"id": f"s{i}", "scene": scene, "caption": "a"} for i, scene in enumerate("aaaaabba")]})
+    groups = InterleavedKeyframes(InterleavedOptions(mode="joint", max_pairs=2)).groups(board)
+    assert groups == [["s0", "s1"], ["s2"], ["s3", "s4"], ["s5", "s6"], ["s7"]]
+    assert InterleavedKeyframes(InterleavedOptions(mode="joint")).groups(board)[0] == [f"s{i}" for i in range(5)]
+    assert InterleavedKeyframes(InterleavedOptions()).groups(board) is None  # causal: one at a time
+    assert "max_pairs" not in InterleavedOptions().model_dump(mode="json")  # causal recipes unchanged
+
+
+def test_joint_mode_draws_each_scene_as_one_artifact_group_with_exact_staleness(tmp_path):
+    runner = CliRunner()
+    root = tmp_path / "film"
+    assert runner.invoke(app, ["new", str(root)]).exit_code == 0
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config.update(resolution={"width": WIDTH, "height": HEIGHT}, fps=8, video={"backend": "animatic"},
+                  keyframes={"backend": "interleaved", "options": {"model": "tiny", "steps": STEPS, "mode": "joint"}})
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def plan() -> list[str]:
+        result = runner.invoke(app, ["plan", "-p", str(root), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["rebuilt"]["keyframes"]
+
+    def status() -> dict[str, tuple[str, list[str]]]:
+        result = runner.invoke(app, ["status", "-p", str(root), "--json"])
+        return {s["id"]: (s["keyframe"], s["stale_because"]) for s in json.loads(result.stdout)["shots"]}
+
+    def png(shot: str) -> bytes:
+        return (root / "keyframes" / f"{shot}.png").read_bytes()
+
+    plan()
+    board = yaml.safe_load((root / "storyboard.yaml").read_text())
+    scenes: dict[str, list[str]] = {}
+    for shot in board["shots"]:
+        scenes.setdefault(shot["scene"], []).append(shot["id"])
+    assert len(scenes) >= 2 and all(len(ids) >= 2 for ids in scenes.values())
+    (first, *rest), other = list(scenes.values())[0], [i for ids in list(scenes.values())[1:] for i in ids]
+    for ids in scenes.values():
+        for shot in ids:
+            sidecar = json.loads((root / "keyframes" / f"{shot}.json").read_text())
+            assert sidecar["drawn_with"] == ids and sidecar["context"] == []
+    assert all(state == "done" for state, _ in status().values())
+    kept = {shot: png(shot) for shot in other}
+
+    # One member's caption edited: its whole group is stale, and only that group is redrawn.
+    board["shots"][0]["caption"] = "A red kite over " + board["shots"][0]["caption"]
+    (root / "storyboard.yaml").write_text(yaml.safe_dump(board, sort_keys=False))
+    now = status()
+    assert now[first] == ("stale", ["caption changed"])
+    assert all(now[shot] == ("stale", [f"drawn with {first}, which changed"]) for shot in rest)
+    assert all(now[shot] == ("done", []) for shot in other)
+    before = {shot: png(shot) for shot in rest}
+    assert plan() == [first, *rest]
+    assert all(png(shot) != before[shot] for shot in rest)  # redrawn beside the new caption
+    assert {shot: png(shot) for shot in other} == kept
+
+    # A member lost: the others it was drawn with are redrawn with it.
+    (root / "keyframes" / f"{rest[0]}.png").unlink()
+    assert status()[first] == ("stale", [f"drawn with {rest[0]}, whose keyframe is missing"])
+    assert plan() == [first, *rest] and plan() == []
+
+
+def test_a_lora_for_another_architecture_is_refused_before_anything_is_written(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    runner = CliRunner()
+    root = tmp_path / "film"
+    assert runner.invoke(app, ["new", str(root)]).exit_code == 0
+    other = tmp_path / "other.safetensors"  # a wider model's projection
+    save_file({"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 96),
+               "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(96, 4)}, other)
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config.update(keyframes={"backend": "interleaved", "options": {"model": "tiny", "lora": str(other)}})
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    result = runner.invoke(app, ["plan", "-p", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "does not fit this transformer" in result.stderr and "has shape [4, 96]" in result.stderr
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != "lock"}
+    assert after == before  # (the empty lock file is how `plan` took the project's lock)

@@ -72,9 +72,10 @@ def test_dynamic_stride_sequences_overlap_at_most_a_quarter_and_outnumber_consec
 # ---------------------------------------------------------------- training
 
 
-def held_loss(config, dataset: Path, trainable: Path | None = None) -> float:
-    """The loss on the first four steps' sequences with their fixed noise: the same
-    batches for every model compared (the per-step training losses draw new noise)."""
+def held_out_noise(config, dataset: Path, trainable: Path | None = None) -> tuple[float, dict]:
+    """The loss on the first four steps' sequences with their fixed noise (the same
+    batches for every model compared; the per-step training losses draw new noise), and
+    the errors of every training sequence drawn jointly from its captions."""
     import torch
     from safetensors.torch import load_file
 
@@ -86,10 +87,12 @@ def held_loss(config, dataset: Path, trainable: Path | None = None) -> float:
     if trainable is not None:
         model.load_state_dict(load_file(trainable), strict=False)
     with torch.no_grad():
-        return sum(family.loss(model, step, 0, 1).item() for step in range(4)) / 4
+        loss = sum(family.loss(model, step, 0, 1).item() for step in range(4)) / 4
+    errors, _, _ = family.storyboard_error(model, family.pools[0])
+    return loss, errors
 
 
-def test_loss_falls_on_a_tiny_overfit_set(dataset, small, tmp_path):
+def test_loss_falls_on_a_tiny_overfit_set_and_its_storyboards_come_closer_to_the_keyframes(dataset, small, tmp_path):
     from cinema_cli.train import config as train_config
     from cinema_cli.train.run import latest_checkpoint
 
@@ -100,10 +103,64 @@ def test_loss_falls_on_a_tiny_overfit_set(dataset, small, tmp_path):
     assert len(values) == 24
     assert sum(values[-6:]) / 6 < sum(values[:6]) / 6, values
     config = train_config.load(run)
-    before = held_loss(config, dataset)
-    after = held_loss(config, dataset, latest_checkpoint(run) / "trainable.safetensors")
-    print(f"held-out-noise loss: base {before:.4f}, trained {after:.4f}")
-    assert after < 0.8 * before
+    before, base = held_out_noise(config, dataset)
+    after, trained = held_out_noise(config, dataset, latest_checkpoint(run) / "trainable.safetensors")
+    numbers = f"loss: base {before:.4f}, trained {after:.4f}; storyboard error: base {base}, trained {trained}"
+    print(numbers)
+    assert after < 0.8 * before, numbers
+    # Sampled from the captions alone, the overfit model's keyframes land nearer its
+    # training keyframes. Measured in the model's latent space: the tiny preset's VAE has
+    # random weights, so no latent decodes back to the picture and pixels cannot show it.
+    assert trained["latent"] < 0.9 * base["latent"], numbers
+
+
+def test_validation_storyboards_of_held_out_keyframes_and_metrics_to_accelerate_trackers(dataset, tmp_path,
+                                                                                          monkeypatch):
+    from accelerate.tracking import GeneralTracker
+    from PIL import Image
+
+    from cinema_cli.train import config as train_config
+    from cinema_cli.train import engine
+    from cinema_cli.train.keyframes import KeyframeTraining
+
+    class Recorder(GeneralTracker):  # a real accelerate tracker, as TensorBoard's is one
+        name, requires_logging_directory, main_process_only = "recorder", False, True
+        logged: list = []
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            pass
+
+        def log(self, values, step=None, **kwargs):
+            self.logged.append({"step": step, **values})
+
+    monkeypatch.setattr(engine, "trackers", lambda: [Recorder()])
+    settings = "caption_tokens: 8\noptimizer: {warmup_steps: 0}\nvalidation: {every: 2, sequences: 2, steps: 2}\n"
+    config = write_yaml(tmp_path / "train.yaml", settings)
+    run = tmp_path / "run"
+    cinema("train", "keyframes", dataset, *FAST, "-o", run, "--config", config, "--context", "1,3",
+           "--stage-steps", "2,2", "--batch-size", "2")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    drawn = [r["step"] for r in records if "validation_latent_mse" in r]
+    assert drawn == [2, 4] and all(r["validation_pixel_mse"] > 0 for r in records if r["step"] in drawn)
+    assert Recorder.logged == records  # the trackers get exactly what the JSONL holds
+    sheets = sorted(p.name for p in (run / "validation").iterdir())
+    assert sheets == ["step-00000002.png", "step-00000004.png"]
+    # Two held-out sequences of 3 keyframes (the largest context): each row of keyframes over its drawing.
+    assert Image.open(run / "validation" / sheets[-1]).size == (3 * 64, 4 * 32)
+    family = KeyframeTraining(train_config.load(run), dataset)
+    held = {(s.film, i) for s in family.held_out for i in s.indices}
+    assert len(held) == 6
+    assert not any((s.film, i) in held for pool in family.pools for s in pool for i in s.indices)
+    # Holding out more than the films hold is bad input, before anything is written.
+    greedy = write_yaml(tmp_path / "greedy.yaml", settings.replace("sequences: 2", "sequences: 5"))
+    result = cinema("train", "keyframes", dataset, *FAST, "-o", tmp_path / "greedy", "--config", greedy,
+                    "--context", "1,3", "--stage-steps", "2,2", rc=2)
+    assert "validation needs 5 held-out sequence(s) of 3 keyframes; the films hold 3" in result.stderr
+    assert not (tmp_path / "greedy").exists()
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_losses(dataset, small, tmp_path):
@@ -284,3 +341,24 @@ def test_a_bad_training_config_names_the_problem_and_exits_2(dataset, tmp_path, 
     result = cinema("train", "keyframes", dataset, "--base", "tiny", "-o", tmp_path / "run", "--config", config, rc=2)
     assert message in result.stderr and "train.yaml" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_train_reports_throughput_and_memory_against_context_goldenmem_and_naive(monkeypatch):
+    from cinema_cli.bench import train as bench
+
+    # Each CPU row runs in a fresh process for its peak memory; here one process measures
+    # them (the same code) to keep the suite fast.
+    shared = {}
+
+    def in_process(pairs, goldenmem, steps, height, width):
+        shared.setdefault("bench", bench.Bench(False, height, width))
+        return shared["bench"].row(pairs, goldenmem, steps)
+
+    monkeypatch.setattr(bench, "row_in_worker", in_process)
+    report = bench.run_train_bench((1, 4), steps=1, frame=(64, 128))
+    rows = {(r["pairs"], r["goldenmem"]): r for r in report["rows"]}
+    assert set(rows) == {(1, True), (1, False), (4, True), (4, False)}
+    assert rows[(1, True)]["tokens"] == rows[(1, False)]["tokens"] == 32 + 32  # 4x8 image tokens, 32 caption
+    assert rows[(4, True)]["tokens"] < rows[(4, False)]["tokens"] == 4 * 64
+    assert all(r["samples_per_s"] > 0 for r in rows.values())
+    assert report["goldenmem_speedup_at_4_pairs"] > 0 and "MFU" in report["not_measured"]

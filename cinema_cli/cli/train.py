@@ -29,6 +29,18 @@ def _ints(text: Optional[str], flag: str) -> Optional[list[int]]:
         raise BadInput(f"{flag} takes comma-separated whole numbers, got {text!r}") from None
 
 
+def _size(text: str) -> tuple[int, int]:
+    from cinema_cli.errors import BadInput
+
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise BadInput(f"--size takes HEIGHTxWIDTH, got {text!r}") from None
+    if height < 16 or width < 16 or height % 16 or width % 16:
+        raise BadInput(f"--size: height and width must be multiples of 16, got {text!r}")
+    return height, width
+
+
 @train_app.command("keyframes")
 def keyframes(
     dataset: Path = typer.Argument(..., help="A dataset folder written by `cinema data prepare`."),
@@ -60,14 +72,7 @@ def keyframes(
 
     main = int(os.environ.get("RANK", "0")) == 0
     try:
-        height = width = None
-        if size is not None:
-            try:
-                height, width = (int(v) for v in size.lower().split("x"))
-            except ValueError:
-                from cinema_cli.errors import BadInput
-
-                raise BadInput(f"--size takes HEIGHTxWIDTH, got {size!r}") from None
+        height, width = _size(size) if size is not None else (None, None)
         overrides = {"context": _ints(context, "--context"), "stage_steps": _ints(stage_steps, "--stage-steps"),
                      "batch_size": batch_size, "optimizer.lr": lr, "lora.rank": rank, "method": method,
                      "height": height, "width": width, "checkpoint_every": checkpoint_every,
@@ -115,6 +120,8 @@ def _progress(total: int, show: bool):
                 stats = (f"loss {record['loss']:.4f}  lr {record['lr']:.2e}  {1 / record['seconds']:.2f} it/s  "
                          f"context {record['context']}")
                 progress.update(task, completed=record["step"], stats=stats)
+                if "validation_latent_mse" in record:  # a validation storyboard was drawn: say so above the bar
+                    progress.console.print(describe(record, total), markup=False)
 
             yield on_step
 
@@ -134,13 +141,16 @@ def _progress(total: int, show: bool):
 def bench_train(
     contexts: str = typer.Option("1,8,16,32", "--contexts", help="Pairs per sequence to measure."),
     steps: int = typer.Option(2, "--steps", min=1, help="Timed steps per row (after one warm-up)."),
+    size: Optional[str] = typer.Option(None, "--size",
+                                       help="Frames HEIGHTxWIDTH (default: 400x800 on CUDA, 128x256 on a CPU)."),
     json_mode: bool = JsonOpt,
 ) -> None:
     """Training sequences/s and peak memory against context length, GoldenMem against naive."""
     from cinema_cli.bench.train import run_train_bench
 
     try:
-        report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps)
+        frame = _size(size) if size is not None else None
+        report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps, frame)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
@@ -10,7 +10,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 from PIL import Image
 from pydantic import BaseModel
 
-from cinema_cli.project.schema import Framing, Move, RuntimeSettings
+from cinema_cli.project.schema import Framing, Move, RuntimeSettings, Storyboard
 from cinema_cli.registry import Registry
 
 # A keyframe PNG's text chunk naming the notes burned onto it (a caption strip, badges)
@@ -86,6 +86,21 @@ class KeyframePreflight(Protocol):
     enough); raises a CinemaError to stop it, returns notices for the user."""
 
     def preflight(self, plan: KeyframePlan) -> list[str]: ...
+
+
+@runtime_checkable
+class GroupKeyframeBackend(Protocol):
+    """An optional hook: a backend that draws several keyframes at once (a scene, jointly).
+    Its groups are one artifact group each: a change to one member redraws them all."""
+
+    def groups(self, board: Storyboard) -> list[list[str]] | None:
+        """The shot ids drawn together, in storyboard order, every shot in exactly one;
+        None when it draws one keyframe at a time after its memory's context."""
+        ...
+
+    def render_group(self, requests: Sequence[KeyframeRequest], progress: StepProgress) -> list[Image.Image]:
+        """One image per request, in order (the requests carry no context)."""
+        ...
 
 
 keyframe_backends: Registry[KeyframeBackend] = Registry(

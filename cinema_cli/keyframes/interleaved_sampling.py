@@ -76,6 +76,33 @@ def sample_causal(model: InterleavedFlux2, context: Sequence[Pair], target: Targ
     return latents
 
 
+@torch.no_grad()
+def sample_joint(model: InterleavedFlux2, targets: Sequence[Target], noises: Sequence[torch.Tensor],
+                 timesteps: torch.Tensor, step: Step, *, negative: Sequence[torch.Tensor] | None = None,
+                 guidance: float = 1.0, progress: Callable[[int, int], None] = lambda done, total: None
+                 ) -> list[torch.Tensor]:
+    """Several keyframes drawn together (Appendix F's offline storyboard): every pair walks
+    the schedule from its own noise, all at the same level, under the bidirectional mask,
+    so each keyframe sees every other one at every step. `negative`: one caption's states
+    per pair for the unguided pass. Returns each keyframe's latents."""
+    lengths = [n.shape[0] for n in noises]
+    latents = torch.cat(list(noises))  # stepped as one tensor: the scheduler keeps one step count
+
+    def velocity(texts: Sequence[torch.Tensor], level: torch.Tensor) -> torch.Tensor:
+        pairs = [Pair(x, t.height, t.width, text) for x, t, text in zip(latents.split(lengths), targets, texts)]
+        return model(interleave(pairs), level, "bidirectional")[0]
+
+    for index, t in enumerate(timesteps):
+        level = (t / 1000).reshape(1, 1).expand(1, len(targets)).to(latents.dtype)
+        guided = velocity([target.text for target in targets], level)
+        if negative is not None and guidance > 1:
+            unguided = velocity(negative, level)
+            guided = unguided + guidance * (guided - unguided)
+        latents = step(guided, t, latents)
+        progress(index + 1, len(timesteps))
+    return list(latents.split(lengths))
+
+
 def _velocity(model, text, target: Target, latents, level, first, past):
     seq = interleave([Pair(latents, target.height, target.width, text)], first_pair=first)
     return model(seq, level, "causal", past=past)

@@ -3,13 +3,27 @@
 Keyframe k may be conditioned on any keyframe before it, so its job waits for theirs,
 and whether it is still current is judged again once they are built: a rebuilt
 keyframe makes exactly the later keyframes that used it stale.
+
+A backend that draws keyframes together (`GroupKeyframeBackend`, the interleaved model's
+joint mode) gets one job per group, making all its members: each member's recipe holds
+the others' own recipes, so an edit to one makes the whole group stale, and a member
+that is missing or stale makes the others stale too. Groups read no memory context, so
+their jobs wait for none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 
-from cinema_cli.keyframes.base import CharacterLook, ContextFrame, KeyframePlan, KeyframePreflight, KeyframeRequest
+from cinema_cli.keyframes.base import (
+    CharacterLook,
+    ContextFrame,
+    GroupKeyframeBackend,
+    KeyframePlan,
+    KeyframePreflight,
+    KeyframeRequest,
+)
 from cinema_cli.pipeline.context import Context
 from cinema_cli.pipeline.jobs import Job
 from cinema_cli.pipeline.recipes import KeyframeRecipe
@@ -19,6 +33,10 @@ from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import Shot, Storyboard
 
 
+# A group member's own entry in its recipe's `group` (its own fields are the recipe itself).
+ITSELF = "itself"
+
+
 class KeyframeStage:
     name = "keyframes"
 
@@ -26,6 +44,7 @@ class KeyframeStage:
         self.ctx = ctx
         self.project = ctx.project
         self._inputs: dict | None = None
+        self._groups: tuple[tuple, dict[str, list[Shot]]] | None = None
 
     @property
     def backend_inputs(self) -> dict | None:
@@ -33,7 +52,33 @@ class KeyframeStage:
             self._inputs = self.ctx.backend_inputs(self.ctx.keyframes) or {}
         return self._inputs or None
 
-    def recipe(self, shot: Shot) -> KeyframeRecipe:
+    def group_of(self, board: Storyboard, shot: Shot) -> list[Shot] | None:
+        """The shots drawn together with `shot` (itself included), or None when the backend
+        draws one keyframe at a time."""
+        backend = self.ctx.keyframes.instance
+        if not isinstance(backend, GroupKeyframeBackend):
+            return None
+        key = tuple((s.id, s.scene) for s in board.shots)
+        if self._groups is None or self._groups[0] != key:
+            groups = backend.groups(board)
+            members = {} if groups is None else {
+                i: [board.shots[board.index(j)] for j in ids] for ids in groups for i in ids}
+            self._groups = (key, members)
+        return self._groups[1].get(shot.id)
+
+    def recipe(self, shot: Shot, board: Storyboard | None = None) -> KeyframeRecipe:
+        group = self.group_of(board, shot) if board is not None else None
+        if group is None:
+            return self._own_recipe(shot)
+        # Drawn with its group: no memory, and every member's own inputs.
+        recipe = self._own_recipe(shot, memory=False)
+        recipe.group = [
+            [s.id, ITSELF if s.id == shot.id else canonical_hash(self._own_recipe(s, memory=False).to_dict())]
+            for s in group
+        ]
+        return recipe
+
+    def _own_recipe(self, shot: Shot, memory: bool = True) -> KeyframeRecipe:
         ctx = self.ctx
         # No scene only in a storyboard the story stage will regenerate (check_storyboard).
         scene = ctx.script.scene(shot.scene)
@@ -58,16 +103,18 @@ class KeyframeStage:
             backend_version=backend.version,
             backend_options=backend.options.model_dump(mode="json"),
             backend_inputs=self.backend_inputs,
-            memory=ctx.memory.recipe,
+            memory=ctx.memory.recipe if memory else None,
         )
 
-    def state(self, shot: Shot, states: dict[str, ArtifactState]) -> tuple[ArtifactState, list[dict]]:
-        """Its state given the states of the keyframes before it, and the context it was drawn with."""
+    def state(self, shot: Shot, states: dict[str, ArtifactState],
+              board: Storyboard | None = None) -> tuple[ArtifactState, list[dict]]:
+        """Its state given the states of the keyframes before it, and the context it was
+        drawn with. (A group member's state given its group's: `states`.)"""
         ctx = self.ctx
         path = self.project.keyframe_path(shot.id)
         record = ctx.manifest.get("keyframes", shot.id)
         context = list(record.recipe.get("context", [])) if record else []
-        state = evaluate(ctx.hasher, path, record, self.recipe(shot))
+        state = evaluate(ctx.hasher, path, record, self.recipe(shot, board))
         if state.state == DONE:
             for entry in context:
                 if "path" in entry:  # a character's reference image, not a keyframe
@@ -88,13 +135,23 @@ class KeyframeStage:
         states: dict[str, ArtifactState] = {}
         contexts: dict[str, list[dict]] = {}
         for shot in board.shots:
-            states[shot.id], contexts[shot.id] = self.state(shot, states)
+            states[shot.id], contexts[shot.id] = self.state(shot, states, board)
+        own = dict(states)
+        for shot in board.shots:
+            # Drawn together: a member to redraw means all are redrawn.
+            siblings = [s.id for s in self.group_of(board, shot) or [] if s.id != shot.id]
+            reasons = [f"drawn with {i}, whose keyframe is {own[i].state}" for i in siblings if own[i].state != DONE]
+            if reasons and states[shot.id].state == DONE:
+                states[shot.id] = ArtifactState(STALE, reasons)
         return states, contexts
 
     def plan(self, board: Storyboard, force: set[str]) -> tuple[list[Job], dict[str, ArtifactState]]:
         """A job per shot, each after the one before it (its context may be any earlier
-        keyframe); `stale` marks those that are stale now. Also the states as they stand."""
+        keyframe), or a job per group for a backend that draws groups; `stale` marks those
+        that are stale now. Also the states as they stand."""
         states, _ = self.states(board)
+        if board.shots and self.group_of(board, board.shots[0]) is not None:
+            return self._group_jobs(board, states, force), states
         jobs, before = [], ()
         for shot in board.shots:
             stale = states[shot.id].state != DONE or shot.id in force
@@ -104,9 +161,29 @@ class KeyframeStage:
             before = (shot.id,)
         return jobs, states
 
+    def _group_jobs(self, board: Storyboard, states: dict[str, ArtifactState], force: set[str]) -> list[Job]:
+        jobs, seen = [], set()
+        for shot in board.shots:
+            if shot.id in seen:
+                continue
+            group = self.group_of(board, shot)
+            ids = tuple(s.id for s in group)
+            seen.update(ids)
+            jobs.append(Job(
+                self.name, f"scene {shot.scene} ({', '.join(ids)})", recipe=[self.recipe(s, board) for s in group],
+                outputs=tuple(p for i in ids for p in (self.project.keyframe_path(i), self.project.sidecar_path(i))),
+                request=tuple(self._request(s, ()) for s in group), shots=ids, label=", ".join(ids),
+                stale=any(states[i].state != DONE or i in force for i in ids),
+            ))
+        return jobs
+
     def run(self, board: Storyboard, force: set[str], executor) -> tuple[dict[str, ArtifactState], list[str]]:
         """Build what is stale, in order; the states after, and the shots whose keyframe was built."""
-        jobs, _ = self.plan(board, force)
+        jobs, planned = self.plan(board, force)
+        if jobs and isinstance(jobs[0].request, tuple):
+            built = executor.run(self, jobs)  # groups wait for no other keyframe
+            states = {**planned, **{i: ArtifactState(DONE) for job in built for i in job.shots}}
+            return states, [i for job in built for i in job.shots]
         states: dict[str, ArtifactState] = {}
         shots = {s.id: s for s in board.shots}
 
@@ -123,15 +200,19 @@ class KeyframeStage:
     def request(self, shot: Shot) -> KeyframeRequest:
         """What the backend is asked: retrieved from the keyframes before it (all drawn by
         now, in storyboard order) and the cast's reference images, each at its GoldenMem size."""
+        width, height = self.ctx.config.resolution.width, self.ctx.config.resolution.height
+        context = tuple(
+            ContextFrame(c.candidate.shot, c.candidate.path, round(c.score, 4), c.slot.pixels, c.slot.tokens,
+                         c.candidate.caption)
+            for c in self.ctx.memory.context(self.project.storyboard, shot, width, height)
+        )
+        return self._request(shot, context)
+
+    def _request(self, shot: Shot, context: tuple[ContextFrame, ...]) -> KeyframeRequest:
         ctx = self.ctx
         scene = ctx.script.scene(shot.scene)
         assert scene is not None
         width, height = ctx.config.resolution.width, ctx.config.resolution.height
-        context = tuple(
-            ContextFrame(c.candidate.shot, c.candidate.path, round(c.score, 4), c.slot.pixels, c.slot.tokens,
-                         c.candidate.caption)
-            for c in ctx.memory.context(self.project.storyboard, shot, width, height)
-        )
         return KeyframeRequest(
             shot_id=shot.id,
             scene_id=shot.scene,
@@ -153,6 +234,9 @@ class KeyframeStage:
         )
 
     def build(self, job: Job) -> None:
+        if isinstance(job.request, tuple):
+            self._build_group(job)
+            return
         ctx = self.ctx
         shot = self.project.shot(job.key)
         job.request = self.request(shot)
@@ -161,20 +245,39 @@ class KeyframeStage:
         with atomic_output(path, self.project.tmp_dir) as temp:
             image.save(temp, format="PNG")
         job.recipe.context = [self._context_entry(c) for c in job.request.context]
-        recipe = job.recipe.to_dict()
-        output = ctx.hasher(path) or ""
+        self._record(job.request, job.recipe)
+
+    def _build_group(self, job: Job) -> None:
+        """Draw a group's keyframes in one backend call; they appear together, once all are made."""
+        images = self.ctx.keyframes.instance.render_group(job.request, self.ctx.reporter.step)
+        with contextlib.ExitStack() as outputs:
+            for request, image in zip(job.request, images):
+                temp = outputs.enter_context(atomic_output(self.project.keyframe_path(request.shot_id),
+                                                           self.project.tmp_dir))
+                image.save(temp, format="PNG")
+        for request, recipe in zip(job.request, job.recipe):
+            recipe.context = []
+            self._record(request, recipe, drawn_with=list(job.shots))
+
+    def _record(self, request: KeyframeRequest, recipe: KeyframeRecipe, drawn_with: list[str] | None = None) -> None:
+        """The keyframe's sidecar and manifest record, after its PNG."""
+        ctx = self.ctx
+        data = recipe.to_dict()
+        output = ctx.hasher(self.project.keyframe_path(request.shot_id)) or ""
         sidecar = {
-            "shot": shot.id,
-            "input_hash": canonical_hash(recipe),
+            "shot": request.shot_id,
+            "input_hash": canonical_hash(data),
             "backend": ctx.keyframes.name,
             "backend_version": ctx.keyframes.version,
-            "seed": shot.seed,
-            "size": [job.request.height, job.request.width],
-            "context": [{k: v for k, v in e.items() if k != "output"} for e in recipe["context"]],
+            "seed": request.seed,
+            "size": [request.height, request.width],
+            "context": [{k: v for k, v in e.items() if k != "output"} for e in data["context"]],
         }
-        atomic_write_text(self.project.sidecar_path(shot.id), json.dumps(sidecar, indent=2) + "\n",
+        if drawn_with is not None:
+            sidecar["drawn_with"] = drawn_with
+        atomic_write_text(self.project.sidecar_path(request.shot_id), json.dumps(sidecar, indent=2) + "\n",
                           self.project.tmp_dir)
-        ctx.manifest.put("keyframes", shot.id, Record(recipe, output))
+        ctx.manifest.put("keyframes", request.shot_id, Record(data, output))
 
     def _context_entry(self, frame: ContextFrame) -> dict:
         """A context frame as the recipe records it: what it is, its size, and the hash of

@@ -76,6 +76,15 @@ def _scene_shot_changes(old: dict, new: dict) -> list[str]:
     return reasons or [f"scene {scene} changed"]
 
 
+def _group_changes(old: list, new: list) -> list[str]:
+    """Why a keyframe drawn with its group is stale: which member changed, came or went."""
+    before, after = dict(map(tuple, old)), dict(map(tuple, new))
+    reasons = [f"drawn with {i}, which changed" for i in after if i in before and before[i] != after[i]]
+    reasons += [f"drawn with {i}, which joined the group" for i in after if i not in before]
+    reasons += [f"drawn with {i}, which left the group" for i in before if i not in after]
+    return reasons or ["the order of the keyframes drawn together changed"]
+
+
 def _input_changes(old: dict, new: dict) -> list[str]:
     """Which declared input file (weights, LoRA, reference) changed."""
     reasons = [f"backend input {name} changed" for name in new if name in old and old[name] != new[name]]
@@ -127,6 +136,9 @@ class KeyframeRecipe(Recipe):
     # What the memory chose, with the hashes of those frames; set when the keyframe is
     # drawn and judged frame by frame by the keyframe stage.
     context: list | None = _input(compared=False)
+    # Drawn together with other keyframes (joint mode): [shot id, hash of its own recipe]
+    # for every member in order, so a change to any of them makes all of them stale.
+    group: list | None = _input(_group_changes)
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()

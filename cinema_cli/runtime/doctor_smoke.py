@@ -1,6 +1,9 @@
 """`cinema doctor --smoke`: the real keyframe and shot backends run end to end on their
 tiny presets (random weights, offline) under this machine's runtime profile.
 
+The interleaved model runs both ways: a keyframe extending one earlier keyframe (causal,
+the context's K/V cached) and two keyframes drawn together (joint).
+
 The keyframe is conditioned the way a plan conditions one: a context frame at its
 GoldenMem size (under 64 px a side, which diffusers' own reference path refuses) and a
 character's reference image as an identity anchor. Its picture then starts the tiny Wan
@@ -12,6 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +34,7 @@ def smoke(runtime: RuntimeSettings) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="cinema-smoke-") as folder:
         keyframe = Path(folder) / "keyframe.png"
         results = [_timed("flux2 keyframe (tiny)", lambda: _keyframe(runtime, Path(folder), keyframe))]
+        results.append(_timed("interleaved keyframes (tiny)", lambda: _interleaved(runtime, Path(folder))))
         if "wan" in BUILTIN and results[0]["ok"]:
             results.append(_timed("wan shot (tiny)", lambda: _shot(runtime, keyframe, Path(folder) / "shot.mp4")))
     return results
@@ -66,6 +71,27 @@ def _keyframe(runtime: RuntimeSettings, folder: Path, out: Path) -> str:
     image.save(out)
     sizes = " and ".join(f"{h}x{w}" for h, w in (slot.pixels for slot in slots))
     return f"{WIDTH}x{HEIGHT}, {STEPS} steps, a context frame and an identity anchor at {sizes}"
+
+
+def _interleaved(runtime: RuntimeSettings, folder: Path) -> str:
+    earlier = folder / "before.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(earlier)
+    slot = schedule(HEIGHT, WIDTH, 1).context[0]
+    base = dict(scene_id="smoke", framing=Framing.medium, move=Move.static, location="a beach", time_of_day="dawn",
+                style="flat colours", width=WIDTH, height=HEIGHT, characters=(), runtime=runtime)
+    first = KeyframeRequest(shot_id="a", caption="a lighthouse at dawn", seed=1, **base)
+    second = KeyframeRequest(shot_id="b", caption="the lamp room, close", seed=2, **base)
+    backend_cls = keyframe_backends.get("interleaved")
+    causal = backend_cls(backend_cls.Options(model=TINY, steps=STEPS))
+    extended = causal.render(replace(second, context=(
+        ContextFrame("a", earlier, 1.0, slot.pixels, slot.tokens, "a lighthouse at dawn"),)), lambda done, total: None)
+    joint = backend_cls(backend_cls.Options(model=TINY, steps=STEPS, mode="joint"))
+    drawn = joint.render_group([first, second], lambda done, total: None)
+    sizes = {image.size for image in (extended, *drawn)}
+    if sizes != {(WIDTH, HEIGHT)} or len(drawn) != 2:
+        raise RuntimeError(f"made {len(drawn) + 1} images of sizes {sorted(sizes)}")
+    return (f"{WIDTH}x{HEIGHT}, {STEPS} steps: causal after a context pair at {slot.pixels[0]}x{slot.pixels[1]}, "
+            "and 2 keyframes drawn jointly")
 
 
 def _shot(runtime: RuntimeSettings, keyframe: Path, out: Path) -> str:

@@ -36,6 +36,16 @@ class OptimizerSettings(Strict):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # the cosine decays to lr * this
 
 
+class ValidationSettings(Strict):
+    """Every `every` steps, `sequences` held-out sequences of `pairs` keyframes (default:
+    the largest context) are drawn jointly with the current weights (RUN/validation/)."""
+
+    every: int = Field(..., ge=1)
+    sequences: int = Field(1, ge=1, le=16)
+    pairs: int | None = Field(None, ge=1, le=64)
+    steps: int = Field(8, ge=1, le=100)  # denoising steps of each drawing
+
+
 class TrainConfig(Strict):
     base: str = Field(..., min_length=1)  # a diffusers FLUX.2 klein folder or hub id, or `tiny`
     method: Literal["lora", "full"] = "lora"
@@ -56,6 +66,8 @@ class TrainConfig(Strict):
     max_overlap: float = Field(0.25, ge=0, lt=1)  # shared keyframes between any two sequences
     checkpoint_every: int = Field(250, ge=1)
     seed: int = 0
+    # Held-out keyframes drawn jointly every N steps; off unless set (it holds data out).
+    validation: ValidationSettings | None = None
 
     @model_validator(mode="after")
     def _stages(self) -> "TrainConfig":

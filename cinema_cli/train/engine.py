@@ -3,7 +3,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cinema_cli.train.config import TrainConfig
+
+
+def trackers() -> list:
+    """accelerate trackers to log metrics to besides RUN/metrics.jsonl: TensorBoard when
+    it is installed (not a dependency), else none."""
+    from importlib.util import find_spec
+
+    return ["tensorboard"] if find_spec("tensorboard") or find_spec("tensorboardX") else []
 
 
 def precision(config: TrainConfig, cuda: bool) -> str:
@@ -14,7 +24,7 @@ def precision(config: TrainConfig, cuda: bool) -> str:
     return "bf16" if config.precision == "bf16" else "no"
 
 
-def build_accelerator(config: TrainConfig):
+def build_accelerator(config: TrainConfig, run: Path | None = None):
     import torch
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -22,4 +32,6 @@ def build_accelerator(config: TrainConfig):
     cuda = torch.cuda.is_available()
     # LoRA leaves most parameters frozen; DDP only needs to know every trainable one is used.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
-    return Accelerator(mixed_precision=precision(config, cuda), cpu=not cuda, kwargs_handlers=[ddp])
+    log_with = trackers() if run is not None else []
+    return Accelerator(mixed_precision=precision(config, cuda), cpu=not cuda, kwargs_handlers=[ddp],
+                       log_with=log_with or None, project_dir=run if log_with else None)

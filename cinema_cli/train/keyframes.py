@@ -40,12 +40,17 @@ class KeyframeTraining:
         if not self.films:
             raise BadInput(f"{dataset} holds no kept keyframes to train on")
         counts = {film: len(samples) for film, samples in self.films.items()}
+        self.held_out = held_out(counts, config)
         self.pools = []
         for length in config.context:
             pool = seqs.pool(counts, length, config.max_stride, config.max_overlap)
             if not pool:
                 raise BadInput(f"a context of {length} pairs is longer than the films allow: the longest film has "
                                f"{max(counts.values())} kept keyframes; lower `context` (or add films)")
+            pool = [s for s in pool if not seqs.shares_keyframes(s, self.held_out)]
+            if not pool:
+                raise BadInput(f"holding out {len(self.held_out)} validation sequence(s) leaves no training sequence "
+                               f"of {length} pairs; lower validation.sequences or validation.pairs (or add films)")
             self.pools.append(pool)
         self.report = seqs.sampling_report(counts, sorted(set(config.context)), config.max_stride, config.max_overlap)
         self._latents: dict = {}
@@ -93,6 +98,42 @@ class KeyframeTraining:
             type(self.pipe).save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
         else:
             transformer.save_pretrained(folder / "transformer")
+
+    def validate(self, model, run: Path, step: int) -> dict[str, float]:
+        """The held-out sequences drawn by `model`; RUN/validation/step-N.png shows each
+        sequence's keyframes over its drawing. Returns the drawings' errors."""
+        errors, truths, drawings = self.storyboard_error(model, self.held_out)
+        write_sheet(run / "validation" / f"step-{step:08d}.png", truths, drawings)
+        return errors
+
+    def storyboard_error(self, model, sequences: list[seqs.Sequence]) -> tuple[dict[str, float], list, list]:
+        """Each sequence's keyframes drawn jointly by `model` from their captions, as the
+        backend's joint mode draws a scene. Returns the mean squared errors against the
+        keyframes — `latent` (the model's own space: what it learns, whatever the VAE) and
+        `pixel` (in [0, 1], what a person sees) — with the keyframes and the drawings."""
+        import numpy as np
+        import torch
+
+        from cinema_cli.keyframes.flux2_denoise import decode
+        from cinema_cli.keyframes.interleaved import joint_latents
+
+        c = self.config
+        steps = c.validation.steps if c.validation is not None else 8
+        truths, drawings, latent_errors, pixel_errors = [], [], [], []
+        for n, sequence in enumerate(sequences):
+            samples = [self.films[sequence.film][i] for i in sequence.indices]
+            with torch.no_grad():
+                latents = joint_latents(self.pipe, model, [caption_text(s) for s in samples],
+                                        [c.seed + 1000 * n + i for i in range(len(samples))], c.height, c.width,
+                                        steps=steps, guidance=None, caption_tokens=c.caption_tokens)
+                drawn = [decode(self.pipe, x[None], c.height, c.width) for x in latents]
+            truth = [fitted(s.image(), c.height, c.width) for s in samples]
+            latent_errors += [torch.mean((x.float() - self._latent(s, c.height, c.width)[0]) ** 2).item()
+                              for x, s in zip(latents, samples)]
+            pixel_errors += [float(np.mean((d - t) ** 2)) for d, t in zip(drawn, truth)]
+            truths.append(truth)
+            drawings.append(drawn)
+        return {"latent": float(np.mean(latent_errors)), "pixel": float(np.mean(pixel_errors))}, truths, drawings
 
     # ------------------------------------------------------------ data
 
@@ -159,16 +200,65 @@ class KeyframeTraining:
         import torch
 
         from cinema_cli.keyframes.flux2_denoise import text_layers
-        from cinema_cli.project.schema import CHARACTER_TAG
 
         if sample.key not in self._texts:
-            caption = CHARACTER_TAG.sub(r"\1", sample.caption or "")
             with torch.no_grad():
-                embeds, _ = self.pipe.encode_prompt(prompt=caption, device=self.device,
+                embeds, _ = self.pipe.encode_prompt(prompt=caption_text(sample), device=self.device,
                                                     max_sequence_length=self.config.caption_tokens,
                                                     text_encoder_out_layers=text_layers(self.pipe))
             self._texts[sample.key] = embeds[0].float()
         return self._texts[sample.key]
+
+
+def caption_text(sample) -> str:
+    """A keyframe's caption as the model reads it: character tags as plain names."""
+    from cinema_cli.project.schema import CHARACTER_TAG
+
+    return CHARACTER_TAG.sub(r"\1", sample.caption or "")
+
+
+def held_out(films: dict[str, int], config: TrainConfig) -> list[seqs.Sequence]:
+    """The validation sequences: `validation.sequences` runs of `validation.pairs`
+    consecutive keyframes (default: the largest context), sharing none, chosen by the seed.
+    Training never sees their keyframes."""
+    v = config.validation
+    if v is None:
+        return []
+    length = v.pairs or max(config.context)
+    candidates = seqs.pool(films, length, 1, 0.0)
+    if len(candidates) < v.sequences:
+        raise BadInput(f"validation needs {v.sequences} held-out sequence(s) of {length} keyframes; the films hold "
+                       f"{len(candidates)}; lower validation.sequences or validation.pairs (or add films)")
+    return sorted(random.Random(f"{config.seed}:validation").sample(candidates, v.sequences),
+                  key=lambda s: (s.film, s.indices))
+
+
+def fitted(image, height: int, width: int):
+    """A keyframe as the model is trained on it (centre crop, resize), pixels in [0, 1]."""
+    from cinema_cli.keyframes.flux2_denoise import _pixels
+
+    return (_pixels(image, height, width)[0].permute(1, 2, 0).numpy() + 1) / 2
+
+
+def write_sheet(path: Path, truths: list[list], drawings: list[list]) -> None:
+    """Each sequence's keyframes (a row) over its drawing (the row below), one frame per
+    column; written whole or not at all."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    height, width = truths[0][0].shape[:2]
+    columns = max(len(t) for t in truths)
+    sheet = Image.new("RGB", (columns * width, 2 * len(truths) * height), (32, 32, 32))
+    for row, frames in enumerate(r for pair in zip(truths, drawings) for r in pair):
+        for column, pixels in enumerate(frames):
+            tile = Image.fromarray((np.clip(pixels, 0, 1) * 255 + 0.5).astype(np.uint8))
+            sheet.paste(tile, (column * width, row * height))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".tmp-{path.name}")
+    sheet.save(temp, format="PNG")
+    os.replace(temp, path)
 
 
 def pair_sizes(height: int, width: int, context: int, goldenmem: bool = True) -> list[tuple[int, int]]:

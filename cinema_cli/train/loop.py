@@ -32,6 +32,8 @@ class Family(Protocol):
     def build(self, device): ...
     def loss(self, model, step: int, rank: int, world: int): ...
     def save_weights(self, model, folder: Path) -> None: ...
+    # With `validation:` set: draw the held-out sequences, write RUN/validation/, return the errors.
+    def validate(self, model, run: Path, step: int) -> dict[str, float]: ...
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -50,7 +52,7 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     import torch
 
     config = family.config
-    accelerator = build_accelerator(config)
+    accelerator = build_accelerator(config, run)
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % world:
         raise BadInput(f"batch_size {config.batch_size} does not split over {world} processes")
@@ -69,6 +71,9 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     # The scheduler stays outside prepare(): accelerate would step it once per process.
     model, optimizer = accelerator.prepare(model, optimizer)
     metrics = (run / "metrics.jsonl").open("a") if accelerator.is_main_process else None
+    if accelerator.log_with:
+        accelerator.init_trackers("tensorboard")
+    validation = getattr(config, "validation", None)
     losses = []
     done = first
     try:
@@ -88,6 +93,11 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
                 seconds = time.perf_counter() - started
                 record = {"step": done, "loss": mean, "lr": lr, "context": config.context[config.stage(step)[0]],
                           "samples_per_s": config.batch_size / seconds, "seconds": seconds}
+                if validation is not None and done % validation.every == 0:
+                    with accelerator.autocast():
+                        errors = family.validate(accelerator.unwrap_model(model), run, done)
+                    record.update({f"validation_{name}_mse": value for name, value in errors.items()})
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=done)
                 metrics.write(json.dumps(record) + "\n")
                 metrics.flush()
                 on_step(record)
@@ -96,6 +106,7 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     finally:
         if metrics is not None:
             metrics.close()
+        accelerator.end_training()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and done == config.steps:
         family.save_weights(accelerator.unwrap_model(model), run / "lora" if config.method == "lora" else run)
@@ -150,5 +161,9 @@ def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
 
 
 def describe(record: dict, total: int) -> str:
-    return (f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
+    line = (f"step {record['step']}/{total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
             f"context {record['context']}  {record['samples_per_s']:.1f} samples/s")
+    if "validation_latent_mse" in record:
+        line += (f"  validation error {record['validation_latent_mse']:.4f} (latent), "
+                 f"{record['validation_pixel_mse']:.4f} (pixels)")
+    return line

@@ -125,3 +125,13 @@ def lora_weights(path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     raise BadInput(f"lora: {path} is neither a training run, its lora/ folder, nor a .safetensors file")
+
+
+def trained_context(path: str | Path) -> int | None:
+    """The most pairs the run that made this adapter trained on (its config.yaml), or None
+    for an adapter file that is not in a run folder."""
+    weights = lora_weights(path)
+    for folder in (weights.parent, weights.parent.parent):
+        if (folder / "run.json").is_file() and (folder / train_config.CONFIG_FILE).is_file():
+            return max(train_config.load(folder).context)
+    return None

@@ -64,3 +64,8 @@ def step_sequences(sequences: list[Sequence], seed: int, stage: int, step_in_sta
         random.Random(f"{seed}:{stage}:{epoch}").shuffle(order)
         chosen.append(sequences[order[index]])
     return chosen
+
+
+def shares_keyframes(sequence: Sequence, others: list[Sequence]) -> bool:
+    """Whether `sequence` holds a keyframe of any of `others` (held-out keyframes)."""
+    return any(o.film == sequence.film and set(o.indices) & set(sequence.indices) for o in others)
