@@ -1,0 +1,216 @@
+"""LoRAs in the Wan video backends (`wan`, `keyframe-scene`, `holocine`), on the tiny presets,
+CPU, offline.
+
+One adapter is made here for the tiny transformer (random, non-zero lora_B, rank 4,
+alpha 8, so alpha/rank = 2 must be honoured) and written as diffusers saves it (its
+alpha in the adapter metadata) and, renamed by each trainer's conventions, as musubi-tuner,
+ComfyUI, diffusion-pipe and DiffSynth write it. Every file must fuse exactly the update
+strength x alpha/rank x B A into exactly its modules (float32, 1e-5) and so make the same
+shot; strength 0 is the base model; fused and unfused adapters give the same transformer
+output; `lora_2` goes into the second (low-noise) expert only; unknown layouts and
+adapters for another architecture are refused before anything is written; a retrained
+LoRA makes the shots stale and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+from test_render import CINEMA, cinema
+
+from cinema_cli.errors import BadInput
+from cinema_cli.project.schema import Framing, Move, RuntimeSettings
+from cinema_cli.runtime.tiny import build_tiny
+from cinema_cli.video.base import RenderPlan, ShotRequest
+
+RANK, ALPHA = 4, 8.0
+CPU = RuntimeSettings(device="cpu")
+# The modules the adapter trains: every Linear of the blocks, and some outside them.
+TARGETS = ("attn1.", "attn2.", "ffn.", "proj_out", "condition_embedder.time_proj",
+           "condition_embedder.text_embedder.linear_1")
+
+
+@pytest.fixture(autouse=True)
+def always_offline(offline):
+    """Every test here runs offline (conftest.offline)."""
+
+
+def wan_original(module: str) -> str:
+    """Wan's original module name of a diffusers one, as the original code names its layers."""
+    whole = {"proj_out": "head.head", "condition_embedder.time_proj": "time_projection.1",
+             "condition_embedder.text_embedder.linear_1": "text_embedding.0"}
+    if module in whole:
+        return whole[module]
+    block, index, attention, *rest = module.split(".")
+    if attention == "ffn":  # ffn.net.0.proj / ffn.net.2
+        return f"{block}.{index}.ffn.{rest[1]}"
+    layer = {"to_q": "q", "to_k": "k", "to_v": "v", "to_out": "o"}[rest[0]]
+    return f"{block}.{index}.{'self_attn' if attention == 'attn1' else 'cross_attn'}.{layer}"
+
+
+def make_adapter(transformer, seed: int = 3) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{module: (A, B)} for the targeted Linear layers of `transformer`."""
+    generator = torch.Generator().manual_seed(seed)
+    adapter = {}
+    for name, layer in transformer.named_modules():
+        if isinstance(layer, torch.nn.Linear) and any(name.startswith(t) or f".{t}" in name for t in TARGETS):
+            adapter[name] = (torch.randn(RANK, layer.in_features, generator=generator) * 0.2,
+                             torch.randn(layer.out_features, RANK, generator=generator) * 0.2)
+    return adapter
+
+
+def write_layouts(adapter: dict, folder: Path) -> dict[str, Path]:
+    """The adapter in each layout: {layout: file}."""
+    from diffusers import WanPipeline
+
+    folder.mkdir(parents=True, exist_ok=True)
+    layers = {f"{m}.{part}.weight": w for m, (a, b) in adapter.items() for part, w in (("lora_A", a), ("lora_B", b))}
+    WanPipeline.save_lora_weights(folder / "diffusers", transformer_lora_layers=layers,
+                                  transformer_lora_adapter_metadata={"r": RANK, "lora_alpha": ALPHA,
+                                                                     "target_modules": sorted(adapter)})
+    alpha, scale = torch.tensor(ALPHA), ALPHA / RANK
+    layouts = {
+        # kohya style: the alpha beside the weights
+        "musubi": {k: v for m, (a, b) in adapter.items() for k, v in (
+            (f"lora_unet_{wan_original(m).replace('.', '_')}.lora_down.weight", a),
+            (f"lora_unet_{wan_original(m).replace('.', '_')}.lora_up.weight", b),
+            (f"lora_unet_{wan_original(m).replace('.', '_')}.alpha", alpha))},
+        "comfyui": {k: v for m, (a, b) in adapter.items() for k, v in (
+            (f"diffusion_model.{wan_original(m)}.lora_down.weight", a),
+            (f"diffusion_model.{wan_original(m)}.lora_up.weight", b), (f"diffusion_model.{wan_original(m)}.alpha", alpha))},
+        # peft style, no alpha in the file (alpha = rank): the trainer saves the scaled update
+        "diffusion-pipe": {k: v for m, (a, b) in adapter.items() for k, v in (
+            (f"diffusion_model.{wan_original(m)}.lora_A.weight", a),
+            (f"diffusion_model.{wan_original(m)}.lora_B.weight", b * scale))},
+        "diffsynth": {k: v for m, (a, b) in adapter.items() for k, v in (
+            (f"{wan_original(m)}.lora_A.default.weight", a), (f"{wan_original(m)}.lora_B.default.weight", b * scale))},
+    }
+    files = {"diffusers": folder / "diffusers" / "pytorch_lora_weights.safetensors"}
+    for layout, state in layouts.items():
+        files[layout] = folder / f"{layout}.safetensors"
+        save_file({k: v.clone().contiguous() for k, v in state.items()}, str(files[layout]))
+    return files
+
+
+def loaded(kind: str, fuse: bool | None = None, **options):
+    from cinema_cli.video.lora import VideoLoraOptions, load_loras
+
+    pipe = build_tiny("wan", kind=kind)
+    load_loras(pipe, VideoLoraOptions(**options), "tiny", "wan", fuse=fuse)
+    return pipe
+
+
+def transformer_output(pipe) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, pipe.transformer.config.in_channels, 2, 8, 8, generator=generator)
+    text = torch.randn(1, 6, 32, generator=generator)
+    with torch.no_grad():
+        return pipe.transformer(hidden_states=x, timestep=torch.tensor([500]), encoder_hidden_states=text,
+                                return_dict=False)[0]
+
+
+def test_every_layout_fuses_the_same_update_into_the_same_modules(tmp_path):
+    base = build_tiny("wan", kind="i2v").transformer.state_dict()
+    adapter = make_adapter(build_tiny("wan", kind="i2v").transformer)
+    files = write_layouts(adapter, tmp_path)
+    strength = 0.75
+    outputs = {}
+    for layout, path in files.items():
+        pipe = loaded("i2v", lora=str(path), lora_strength=strength)
+        state = pipe.transformer.state_dict()
+        assert state.keys() == base.keys(), layout  # fused: the adapter layers are gone
+        for key, tensor in state.items():
+            module = key.removesuffix(".weight")
+            if module in adapter:
+                a, b = adapter[module]
+                expected = base[key] + strength * ALPHA / RANK * b @ a
+                torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-5, msg=f"{layout} {key}")
+            else:
+                assert torch.equal(tensor, base[key]), (layout, key)
+        outputs[layout] = transformer_output(pipe)
+    for layout, output in outputs.items():  # so each makes the diffusers file's output
+        torch.testing.assert_close(output, outputs["diffusers"], rtol=0, atol=1e-5, msg=layout)
+    # The training run folder and its lora/ folder name the file as well.
+    run = tmp_path / "run"
+    (run / "lora").mkdir(parents=True)
+    (run / "lora" / "pytorch_lora_weights.safetensors").write_bytes(files["diffusers"].read_bytes())
+    weight = "blocks.0.attn1.to_q.weight"
+    assert torch.equal(loaded("i2v", lora=str(run)).transformer.state_dict()[weight],
+                       loaded("i2v", lora=str(run / "lora")).transformer.state_dict()[weight])
+
+    # Fused or kept as adapter layers (as on quantized weights): the same transformer output.
+    unfused = loaded("i2v", fuse=False, lora=str(files["musubi"]), lora_strength=strength)
+    assert any("lora_A" in key for key in unfused.transformer.state_dict())
+    fused = transformer_output(loaded("i2v", lora=str(files["musubi"]), lora_strength=strength))
+    assert (fused - transformer_output(build_tiny("wan", kind="i2v"))).abs().max() > 1e-2
+    torch.testing.assert_close(transformer_output(unfused), fused, rtol=0, atol=1e-5)
+
+
+def shot_request(tmp_path: Path) -> ShotRequest:
+    from PIL import Image
+
+    keyframe = tmp_path / "key.png"
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(keyframe)
+    return ShotRequest(shot_id="s01", caption="a red kite", keyframe=keyframe, next_keyframe=None,
+                       framing=Framing.medium, move=Move.static, frames=5, fps=8, width=32, height=32, seed=5,
+                       runtime=CPU)
+
+
+def test_wan_renders_with_a_lora_and_strength_zero_is_the_base(tmp_path):
+    from cinema_cli.video.wan import WanShotOptions, WanShots
+
+    files = write_layouts(make_adapter(build_tiny("wan", kind="i2v").transformer), tmp_path / "loras")
+    request = shot_request(tmp_path)
+
+    def shot(**options) -> np.ndarray:
+        backend = WanShots(WanShotOptions(model="tiny", steps=2, guidance=1.0, **options))
+        assert backend.preflight(RenderPlan(32, 32, 8, (5,), CPU)) == []
+        return backend.frames(request, lambda done, total: None)
+
+    base = shot()
+    with_lora = shot(lora=str(files["diffusers"]))
+    assert np.abs(with_lora - base).max() > 0.05  # the adapter changes the shot
+    assert np.array_equal(shot(lora=str(files["diffusers"]), lora_strength=0.0), base)
+    # A foreign layout renders the same shot (frames in [0, 1]; weights agree to 1e-5, frames to 1e-4).
+    np.testing.assert_allclose(shot(lora=str(files["musubi"])), with_lora, rtol=0, atol=1e-4)
+
+
+def test_lora_2_goes_into_the_low_noise_expert_only(tmp_path):
+    from cinema_cli.video.holocine import HolocineOptions, HolocineShots
+    from cinema_cli.video.scene import KeyframeSceneShots, SceneOptions
+
+    base = build_tiny("wan", kind="t2v")
+    files = write_layouts(make_adapter(base.transformer), tmp_path)
+    weight = "blocks.1.ffn.net.2.weight"
+
+    def experts(**options) -> tuple[torch.Tensor, torch.Tensor]:
+        backend = HolocineShots(HolocineOptions(model="tiny", dit=None, **options))
+        assert backend.preflight(RenderPlan(64, 64, 8, (8,), CPU)) == []
+        pipe, _ = backend.pipeline(CPU)
+        return pipe.transformer.state_dict()[weight], pipe.transformer_2.state_dict()[weight]
+
+    high, low = base.transformer.state_dict()[weight], base.transformer_2.state_dict()[weight]
+    first, second = experts(lora=str(files["diffusers"]))
+    assert not torch.equal(first, high) and torch.equal(second, low)
+    first, second = experts(lora_2=str(files["comfyui"]), lora_2_strength=0.5)
+    assert torch.equal(first, high) and not torch.equal(second, low)
+    both = experts(lora=str(files["musubi"]), lora_2=str(files["diffsynth"]), lora_2_strength=0.5)
+    torch.testing.assert_close(both[0], experts(lora=str(files["diffusers"]))[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(both[1], second, rtol=0, atol=1e-5)
+
+    # keyframe-scene loads its LoRA too; its tiny model (Wan2.1-like) has no second expert.
+    scene = KeyframeSceneShots(SceneOptions(model="tiny", lora=str(files["diffusers"])))
+    pipe, _ = scene.model.pipeline(CPU)
+    assert not torch.equal(pipe.transformer.state_dict()[weight], build_tiny("wan", kind="i2v").transformer.state_dict()[weight])
+    with pytest.raises(BadInput, match="lora_2 is for Wan2.2 A14B's second"):
+        KeyframeSceneShots(SceneOptions(model="tiny", lora_2=str(files["diffusers"]))).preflight(
+            RenderPlan(64, 64, 8, (9,), CPU))
