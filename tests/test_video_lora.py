@@ -24,7 +24,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import save_file
-from test_render import CINEMA, cinema
+from test_render import CINEMA
 
 from cinema_cli.errors import BadInput
 from cinema_cli.project.schema import Framing, Move, RuntimeSettings
@@ -214,3 +214,124 @@ def test_lora_2_goes_into_the_low_noise_expert_only(tmp_path):
     with pytest.raises(BadInput, match="lora_2 is for Wan2.2 A14B's second"):
         KeyframeSceneShots(SceneOptions(model="tiny", lora_2=str(files["diffusers"]))).preflight(
             RenderPlan(64, 64, 8, (9,), CPU))
+
+
+# ---------------------------------------------------------------- what is refused
+
+
+def wan_preflight(**options) -> list[str]:
+    from cinema_cli.video.wan import WanShotOptions, WanShots
+
+    return WanShots(WanShotOptions(model="tiny", **options)).preflight(RenderPlan(32, 32, 8, (5,), CPU))
+
+
+def test_unknown_layouts_and_other_architectures_are_refused_by_name(tmp_path):
+    from cinema_cli.runtime.lora_formats import linear_shapes, module_names
+
+    a, b = torch.ones(RANK, 24), torch.ones(24, RANK)
+    good = {"lora_unet_blocks_0_self_attn_q.lora_down.weight": a, "lora_unet_blocks_0_self_attn_q.lora_up.weight": b}
+    lycoris = {f"lora_unet_blocks_{i}_self_attn_{m}.hada_w1_a": a for i in range(2) for m in "qkv"}
+    cases = {
+        # LoHa (LyCORIS) keys beside LoRA ones: an unknown layout, its keys named and counted
+        "loha": ({**good, **lycoris}, r"LoRA layout cinema does not know: 6 of its 8 keys .*"
+                 r"lora_unet_blocks_0_self_attn_q.hada_w1_a.* \(and 1 more\)"),
+        "dora": ({**good, "lora_unet_blocks_0_self_attn_q.dora_scale": torch.ones(24)},
+                 "does not know: 1 of its 3 keys .*dora_scale"),
+        # FLUX's modules in diffusers' layout
+        "flux": ({"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": a,
+                  "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": b},
+                 "another architecture: 2 of its 2 keys name modules tiny's transformer does not have: "
+                 "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight"),
+        # Wan's modules, a bigger Wan's shapes
+        "bigger": ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.ones(RANK, 5120),
+                    "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.ones(5120, RANK)},
+                   r"another architecture or size: 1 of its 1 modules do not fit tiny's layers: "
+                   r"blocks.0.attn1.to_q: \[5120, 4\] x \[4, 5120\], the layer is 24 x 24"),
+        "half": ({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": a}, "incomplete: blocks.0.attn1.to_q has only"),
+    }
+    for name, (state, message) in cases.items():
+        save_file({k: v.clone() for k, v in state.items()}, str(tmp_path / f"{name}.safetensors"))
+        with pytest.raises(BadInput, match=message):
+            wan_preflight(lora=str(tmp_path / f"{name}.safetensors"))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(BadInput, match="lora: .*junk.safetensors is not a readable safetensors LoRA file"):
+        wan_preflight(lora=str(tmp_path / "junk.safetensors"))
+    with pytest.raises(BadInput, match="lora: .*nowhere.safetensors is neither a .safetensors file"):
+        wan_preflight(lora=str(tmp_path / "nowhere.safetensors"))
+
+    # Wan2.1 I2V's image projections have their original names too (checked on a model of no size).
+    from diffusers import WanTransformer3DModel
+
+    with torch.device("meta"):
+        i2v = WanTransformer3DModel(num_attention_heads=2, attention_head_dim=12, in_channels=12, out_channels=4,
+                                    text_dim=32, freq_dim=16, ffn_dim=32, num_layers=1, image_dim=16,
+                                    added_kv_proj_dim=24)
+    names = module_names(linear_shapes(i2v))
+    assert names["blocks.0.cross_attn.k_img"] == "blocks.0.attn2.add_k_proj"
+    assert names["blocks_0_cross_attn_v_img"] == "blocks.0.attn2.add_v_proj"
+    assert names["img_emb.proj.1"] == "condition_embedder.image_embedder.ff.net.0.proj"
+
+
+# ---------------------------------------------------------------- in a project
+
+
+def lora_project(parent: Path, lora: Path) -> Path:
+    from cinema_cli.project.create import create_project
+
+    root = create_project(parent / "film")
+    script = {"title": "Kite", "style": "flat colours", "characters": [], "scenes": [
+        {"id": "beach", "location": "a beach", "time": "noon",
+         "beats": [{"text": "a kite rises", "duration": 0.5}, {"text": "a kite falls", "duration": 0.5}]}]}
+    (root / "script.yaml").write_text(yaml.safe_dump(script, sort_keys=False))
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config.update(resolution={"width": 64, "height": 64}, fps=8, keyframes={"backend": "sketch"},
+                  video={"backend": "wan", "options": {"model": "tiny", "steps": 1, "guidance": 1.0,
+                                                       "lora": str(lora)}})
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """The project's files, but the lock and the memo of input hashes (a cache any command may refresh)."""
+    skip = (root / ".cinema" / "lock", root / ".cinema" / "cache" / "input-hashes.json")
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and p not in skip)
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def test_a_retrained_video_lora_makes_the_shots_stale_and_a_bad_one_changes_nothing(tmp_path):
+    from cinema_cli.pipeline import DONE, STALE, Pipeline
+    from cinema_cli.project.project import Project
+
+    adapter = make_adapter(build_tiny("wan", kind="i2v").transformer)
+    lora = write_layouts(adapter, tmp_path / "loras")["musubi"]
+    root = lora_project(tmp_path, lora)
+    first = Pipeline(Project.open(root)).run()
+    assert first.rebuilt.shots == ["s01", "s02"] and first.rebuilt.film
+
+    report = Pipeline(Project.open(root)).status()
+    assert {r.shot.state for r in report.shots} == {DONE} and report.film.state == DONE
+    # Retrained at the same path: the shots and the film are stale, the keyframes are not.
+    write_layouts(make_adapter(build_tiny("wan", kind="i2v").transformer, seed=4), tmp_path / "loras")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    result = subprocess.run([CINEMA, "status", "--json"], cwd=root, capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert [(s["keyframe"], s["shot"], s["stale_because"]) for s in status["shots"]] == \
+        [("done", "stale", ["backend input lora changed"])] * 2
+    assert status["film"] == "stale" and status["story"] == "done"
+
+    # A LoRA for the second expert of a model that has none, a file of an unknown layout:
+    # refused before anything is written.
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    before = snapshot(root)
+    unknown = tmp_path / "loras" / "loha.safetensors"
+    save_file({"lora_unet_blocks_0_self_attn_q.hada_w1_a": torch.ones(2, 24)}, str(unknown))
+    for options, message in (({"lora_2": str(lora)}, "has a single transformer"),
+                             ({"lora": str(unknown)}, "does not know: 1 of its 1 keys .*hada_w1_a")):
+        config["video"]["options"].update(options)
+        (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        before["cinema.yaml"] = (root / "cinema.yaml").read_bytes()
+        with pytest.raises(BadInput, match=message):
+            Pipeline(Project.open(root)).run()
+        assert snapshot(root) == before
