@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from test_render import CINEMA
 from cinema_cli.errors import BadInput
 from cinema_cli.project.schema import Framing, Move, RuntimeSettings
 from cinema_cli.runtime.tiny import build_tiny
-from cinema_cli.video.base import RenderPlan, ShotRequest
+from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, ShotRequest
 
 RANK, ALPHA = 4, 8.0
 CPU = RuntimeSettings(device="cpu")
@@ -85,7 +86,8 @@ def write_layouts(adapter: dict, folder: Path) -> dict[str, Path]:
             (f"lora_unet_{wan_original(m).replace('.', '_')}.alpha", alpha))},
         "comfyui": {k: v for m, (a, b) in adapter.items() for k, v in (
             (f"diffusion_model.{wan_original(m)}.lora_down.weight", a),
-            (f"diffusion_model.{wan_original(m)}.lora_up.weight", b), (f"diffusion_model.{wan_original(m)}.alpha", alpha))},
+            (f"diffusion_model.{wan_original(m)}.lora_up.weight", b),
+            (f"diffusion_model.{wan_original(m)}.alpha", alpha))},
         # peft style, no alpha in the file (alpha = rank): the trainer saves the scaled update
         "diffusion-pipe": {k: v for m, (a, b) in adapter.items() for k, v in (
             (f"diffusion_model.{wan_original(m)}.lora_A.weight", a),
@@ -184,7 +186,7 @@ def test_wan_renders_with_a_lora_and_strength_zero_is_the_base(tmp_path):
     np.testing.assert_allclose(shot(lora=str(files["musubi"])), with_lora, rtol=0, atol=1e-4)
 
 
-def test_lora_2_goes_into_the_low_noise_expert_only(tmp_path):
+def test_holocine_lora_2_goes_into_the_low_noise_expert_only(tmp_path):
     from cinema_cli.video.holocine import HolocineOptions, HolocineShots
     from cinema_cli.video.scene import KeyframeSceneShots, SceneOptions
 
@@ -198,6 +200,20 @@ def test_lora_2_goes_into_the_low_noise_expert_only(tmp_path):
         pipe, _ = backend.pipeline(CPU)
         return pipe.transformer.state_dict()[weight], pipe.transformer_2.state_dict()[weight]
 
+    # The clip changes with either expert's LoRA (2 steps: the first on the high-noise expert,
+    # the second below the boundary on the low-noise one).
+    scene = SceneRequest(scene_id="pier", location="a pier", time_of_day="dawn", description="", style="",
+                         cast=(), shots=(replace(shot_request(tmp_path), frames=4, width=64, height=64),))
+
+    def clip(**options) -> bytes:
+        out = tmp_path / "clip.mp4"
+        backend = HolocineShots(HolocineOptions(model="tiny", dit=None, steps=2, guidance=1.0, **options))
+        backend.render_group(scene, [out], EncodeSettings(), lambda done, total: None)
+        return out.read_bytes()
+
+    stock = clip()
+    assert clip(lora=str(files["diffusers"])) != stock and clip(lora_2=str(files["diffusers"])) != stock
+
     high, low = base.transformer.state_dict()[weight], base.transformer_2.state_dict()[weight]
     first, second = experts(lora=str(files["diffusers"]))
     assert not torch.equal(first, high) and torch.equal(second, low)
@@ -210,7 +226,8 @@ def test_lora_2_goes_into_the_low_noise_expert_only(tmp_path):
     # keyframe-scene loads its LoRA too; its tiny model (Wan2.1-like) has no second expert.
     scene = KeyframeSceneShots(SceneOptions(model="tiny", lora=str(files["diffusers"])))
     pipe, _ = scene.model.pipeline(CPU)
-    assert not torch.equal(pipe.transformer.state_dict()[weight], build_tiny("wan", kind="i2v").transformer.state_dict()[weight])
+    stock = build_tiny("wan", kind="i2v").transformer.state_dict()[weight]
+    assert not torch.equal(pipe.transformer.state_dict()[weight], stock)
     with pytest.raises(BadInput, match="lora_2 is for Wan2.2 A14B's second"):
         KeyframeSceneShots(SceneOptions(model="tiny", lora_2=str(files["diffusers"]))).preflight(
             RenderPlan(64, 64, 8, (9,), CPU))
@@ -299,7 +316,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 
 def test_a_retrained_video_lora_makes_the_shots_stale_and_a_bad_one_changes_nothing(tmp_path):
-    from cinema_cli.pipeline import DONE, STALE, Pipeline
+    from cinema_cli.pipeline import DONE, Pipeline
     from cinema_cli.project.project import Project
 
     adapter = make_adapter(build_tiny("wan", kind="i2v").transformer)

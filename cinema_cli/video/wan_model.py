@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError, BadInput
@@ -24,7 +24,9 @@ from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan
-from cinema_cli.video.lora import VideoLoraOptions, folder_transformers, load_loras, pipeline_transformers, preflight_loras
+from cinema_cli.video.lora import (
+    VideoLoraOptions, folder_transformers, load_loras, pipeline_transformers, preflight_loras,
+)
 
 # Wan's VAE: a latent frame holds 4 video frames, after a first latent of the first frame alone.
 TEMPORAL = 4
