@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cinema_cli.errors import BackendError
@@ -59,9 +60,11 @@ def preflight_weights(model: str, runtime: Runtime, who: str, notices: list[str]
     return folder
 
 
-def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str, **components):
+def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str,
+                    before_profile: Callable[[object], None] | None = None, **components):
     """`pipeline_cls.from_pretrained(model)` with the profile's dtype and quantization,
-    then the profile applied. `components` replace the folder's own (already loaded)."""
+    then `before_profile` (e.g. LoRAs loaded), then the profile applied. `components`
+    replace the folder's own (already loaded)."""
     from cinema_cli.runtime.torch_compat import prepare_torch
 
     if importlib.util.find_spec("accelerate") is None:
@@ -88,6 +91,8 @@ def load_pretrained(pipeline_cls, model: str, runtime: Runtime, who: str, **comp
         if local_folder(model) is None and hub_offline():
             raise missing_weights(model, who) from None
         raise BackendError(f"{who}: cannot load {model}: {err}") from err
+    if before_profile is not None:
+        before_profile(pipe)
     apply_profile(pipe, runtime)
     return pipe
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings, Shot, Storyboard
@@ -33,6 +33,9 @@ from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, StepProgress, shot_backends
 from cinema_cli.video.holocine_prompt import shot_frames
+from cinema_cli.video.lora import (
+    EXPERTS, VideoLoraOptions, config_transformers, load_loras, lora_files, pipeline_transformers, preflight_loras,
+)
 from cinema_cli.video.prompting import shot_prompt
 from cinema_cli.video.wan_model import check_kind, write_video
 
@@ -41,7 +44,7 @@ DEFAULT_DIT = "hlwang06/HoloCine"
 MULTIPLE = 16  # pixels: Wan's 8x VAE and 2x2 patches
 
 
-class HolocineOptions(BaseModel, extra="forbid"):
+class HolocineOptions(VideoLoraOptions, extra="forbid"):
     model: str = DEFAULT_MODEL  # Wan2.2 T2V A14B diffusers pipeline, or `tiny`
     dit: str | None = DEFAULT_DIT  # HoloCine's DiT files; empty with `model: tiny`: the preset's own
     variant: Literal["full", "sparse"] = "full"
@@ -69,6 +72,11 @@ class HolocineShots:
     def weights(cls, options: HolocineOptions) -> list[str]:
         """The Wan2.2 T2V pipeline and HoloCine's DiTs it loads: see runtime.inputs."""
         return [model for model in (options.model, options.dit) if model and model != TINY]
+
+    @classmethod
+    def input_files(cls, options: HolocineOptions) -> dict[str, Path]:
+        """Its LoRA files (video.lora), hashed into every shot's recipe."""
+        return lora_files(options, cls.name)
 
     def frames_for(self, requested: int) -> int:
         return shot_frames(requested)
@@ -108,6 +116,7 @@ class HolocineShots:
                 if hub_offline():
                     raise missing_weights(model, self.name)
                 notices.append(f"{self.name}: {model} is not in the local cache; it is downloaded on first use")
+        preflight_loras(self.options, self.options.model, self.name, self._lora_targets)
         if notices and any("downloaded on first use" in n for n in notices):
             return notices
         config = self._transformer_config()
@@ -144,6 +153,15 @@ class HolocineShots:
 
         folder = self._base_folder()
         return json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+
+    def _lora_targets(self) -> dict | None:
+        """The experts' Linear layers a LoRA must fit (None while the weights are not local)."""
+        if self.options.model == TINY and not self.options.dit:
+            return pipeline_transformers(build_tiny("wan", kind="t2v"))
+        if any(local_folder(m) is None for m in (self.options.model, self.options.dit) if m and m != TINY):
+            return None
+        config = self._transformer_config()
+        return config_transformers({component: config for component in EXPERTS.values()})
 
     def _dit_files(self) -> dict[str, Path]:
         from cinema_cli.video.holocine_weights import expert_files
@@ -188,6 +206,7 @@ class HolocineShots:
                 pipe = build_tiny("wan", kind="t2v")
                 if experts is not None:
                     pipe.transformer, pipe.transformer_2 = experts
+                self._load_loras(pipe)
                 if runtime.dtype != "float32":
                     pipe.to(dtype=runtime.torch_dtype)
                 apply_profile(pipe, runtime)
@@ -196,10 +215,15 @@ class HolocineShots:
 
                 self._base_folder()
                 pipe = load_pretrained(WanPipeline, self.options.model, runtime, self.name,
-                                       transformer=experts[0], transformer_2=experts[1])
+                                       before_profile=self._load_loras, transformer=experts[0],
+                                       transformer_2=experts[1])
             self._install(pipe)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
+
+    def _load_loras(self, pipe) -> None:
+        """Before the profile moves, offloads or compiles it: fused on the loaded weights."""
+        load_loras(pipe, self.options, self.options.model, self.name)
 
     def _install(self, pipe) -> None:
         from cinema_cli.attention.processors import SceneAttention, install_scene_attention

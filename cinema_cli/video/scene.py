@@ -23,6 +23,7 @@ from cinema_cli.project.schema import Storyboard
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 from cinema_cli.runtime.tiny import TINY
 from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, StepProgress, shot_backends
+from cinema_cli.video.lora import lora_files
 from cinema_cli.video.wan_model import WanModel, WanOptions, snap_frames, write_video
 
 DEFAULT_MODEL = "Wan-AI/Wan2.2-I2V-A14B-Diffusers"
@@ -46,7 +47,7 @@ class KeyframeSceneShots:
 
     def __init__(self, options: SceneOptions):
         self.options = options
-        self.model = WanModel(self.name, options.model or DEFAULT_MODEL, "i2v", on_load=self._install)
+        self.model = WanModel(self.name, options.model or DEFAULT_MODEL, "i2v", on_load=self._install, loras=options)
         self._scene = None  # what the installed attention processors read
 
     def _install(self, pipe) -> None:
@@ -62,6 +63,11 @@ class KeyframeSceneShots:
         """The pretrained model it loads (none for the tiny preset): see runtime.inputs."""
         model = options.model or DEFAULT_MODEL
         return [] if model == TINY else [model]
+
+    @classmethod
+    def input_files(cls, options: SceneOptions) -> dict[str, Path]:
+        """Its LoRA files (video.lora), hashed into every shot's recipe."""
+        return lora_files(options, cls.name)
 
     def frames_for(self, requested: int) -> int:
         return snap_frames(requested)

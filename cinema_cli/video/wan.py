@@ -29,6 +29,7 @@ import numpy as np
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 from cinema_cli.runtime.tiny import TINY
 from cinema_cli.video.base import EncodeSettings, RenderPlan, ShotRequest, StepProgress, shot_backends
+from cinema_cli.video.lora import lora_files
 from cinema_cli.video.prompting import shot_prompt
 from cinema_cli.video.wan_model import WanModel, WanOptions, latent_frames, read_image, snap_frames, write_video
 
@@ -55,13 +56,18 @@ class WanShots:
         # Only first-last-frame reads the next keyframe; then shot k depends on keyframe k+1.
         self.uses_next_keyframe = options.mode == "flf2v"
         model = options.model or DEFAULT_MODELS[options.mode]
-        self.model = WanModel(self.name, model, "ti2v" if options.mode == "ti2v" else "i2v")
+        self.model = WanModel(self.name, model, "ti2v" if options.mode == "ti2v" else "i2v", loras=options)
 
     @classmethod
     def weights(cls, options: WanShotOptions) -> list[str]:
         """The pretrained model it loads (none for the tiny preset): see runtime.inputs."""
         model = options.model or DEFAULT_MODELS[options.mode]
         return [] if model == TINY else [model]
+
+    @classmethod
+    def input_files(cls, options: WanShotOptions) -> dict[str, Path]:
+        """Its LoRA files (video.lora), hashed into every shot's recipe."""
+        return lora_files(options, cls.name)
 
     def frames_for(self, requested: int) -> int:
         return snap_frames(requested)

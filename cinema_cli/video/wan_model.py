@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError, BadInput
@@ -24,12 +24,15 @@ from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan
+from cinema_cli.video.lora import (
+    VideoLoraOptions, folder_transformers, load_loras, pipeline_transformers, preflight_loras,
+)
 
 # Wan's VAE: a latent frame holds 4 video frames, after a first latent of the first frame alone.
 TEMPORAL = 4
 
 
-class WanOptions(BaseModel, extra="forbid"):
+class WanOptions(VideoLoraOptions, extra="forbid"):
     # A Hugging Face id, a local folder with a diffusers Wan pipeline, or `tiny` (random
     # weights, offline; for tests). Empty: the mode's default model.
     model: str | None = None
@@ -69,11 +72,13 @@ def write_video(frames: np.ndarray, out: Path, fps: int, encode: EncodeSettings,
 class WanModel:
     """The Wan pipeline a backend renders with, loaded once and kept for the run."""
 
-    def __init__(self, who: str, model: str, kind: str, on_load: Callable[[object], None] | None = None):
+    def __init__(self, who: str, model: str, kind: str, on_load: Callable[[object], None] | None = None,
+                 loras: VideoLoraOptions | None = None):
         self.who = who  # the backend's name, for messages
         self.model = model
         self.kind = kind  # the conditioning: i2v | ti2v | t2v
         self.on_load = on_load  # what the backend does to a freshly loaded pipeline
+        self.loras = loras or VideoLoraOptions()  # the LoRAs it renders with (video.lora)
         self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
 
     def preflight(self, plan: RenderPlan) -> list[str]:
@@ -81,11 +86,15 @@ class WanModel:
         a frame size the model can make, and (on CUDA) enough free memory."""
         runtime, notices = resolve_runtime(plan.runtime, self.who)
         folder = preflight_weights(self.model, runtime, self.who, notices)
+        if folder is not None:
+            check_kind(folder, self.model, self.kind, self.who)
+        preflight_loras(self.loras, self.model, self.who, lambda: (
+            pipeline_transformers(build_tiny("wan", kind=self.kind)) if self.model == TINY
+            else None if folder is None else folder_transformers(folder)))
         if folder is None:
             if self.model == TINY:
                 self._check_size(plan, 16)
             return notices
-        check_kind(folder, self.model, self.kind, self.who)
         multiple = _spatial_multiple(folder)
         self._check_size(plan, multiple)
         if runtime.device == "cuda":
@@ -110,6 +119,7 @@ class WanModel:
                 from cinema_cli.runtime.loading import apply_profile
 
                 pipe = build_tiny("wan", kind=self.kind)
+                self._load_loras(pipe)
                 if runtime.dtype != "float32":  # built in float32
                     pipe.to(dtype=runtime.torch_dtype)
                 apply_profile(pipe, runtime)
@@ -120,11 +130,15 @@ class WanModel:
                 import diffusers
 
                 cls = diffusers.WanPipeline if self.kind == "t2v" else diffusers.WanImageToVideoPipeline
-                pipe = load_pretrained(cls, self.model, runtime, self.who)
+                pipe = load_pretrained(cls, self.model, runtime, self.who, before_profile=self._load_loras)
             if self.on_load is not None:
                 self.on_load(pipe)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
+
+    def _load_loras(self, pipe) -> None:
+        """Before the profile moves, offloads or compiles it: fused on the loaded weights."""
+        load_loras(pipe, self.loras, self.model, self.who)
 
 
 KIND_NAMES = {"i2v": "image-to-video (mask and latent channels)", "ti2v": "text-image-to-video (Wan2.2 TI2V)",
