@@ -90,7 +90,9 @@ class VideoTraining:
         # The last sample is held out for the validation clips when there is another to train on.
         self.held_out = usable[-1] if config.validate_every and len(usable) > 1 else None
         self.samples = usable[:-1] if self.held_out is not None else usable
-        check_base(config.base, config.mode)
+        present = check_base(config.base, config.mode)
+        if present is not None:
+            check_expert(config, present)
         self._prepared: dict = {}
 
     # ------------------------------------------------------------ model
@@ -108,12 +110,7 @@ class VideoTraining:
         self.pipe.vae.to(device).requires_grad_(False)
         self.pipe.text_encoder.to(device).requires_grad_(False)
         present = [e for e, module in EXPERT_MODULES.items() if getattr(self.pipe, module, None) is not None]
-        if self.config.expert == "both":
-            self.experts = present
-        elif self.config.expert in present:
-            self.experts = [self.config.expert]
-        else:
-            raise BadInput(f"{self.config.base} has one transformer (no low-noise expert): train it with --expert high")
+        self.experts = check_expert(self.config, present)
         self.boundary = self.pipe.config.boundary_ratio if len(present) == 2 else None
         # What the installed processors read; every transformer of the pipeline gets them,
         # trained or not, as the backends install them at inference.
@@ -366,23 +363,35 @@ def encode_frames(pipe, frames):
     return (latent - mean) / std
 
 
-def check_base(base: str, mode: str) -> None:
+def check_expert(config: VideoTrainConfig, present: list[str]) -> list[str]:
+    """The experts to train, of those the base has (Wan2.2 A14B: high and low; one-transformer
+    Wan models: high only, over every timestep)."""
+    if config.expert == "both":
+        return present
+    if config.expert not in present:
+        raise BadInput(f"--base {config.base} has one transformer (no low-noise expert): train it with --expert high")
+    return [config.expert]
+
+
+def check_base(base: str, mode: str) -> list[str] | None:
     """A base of the wrong kind is refused before anything is written: scene mode trains a
     Wan text-to-video pipeline (HoloCine's Wan2.2-T2V-A14B), keyframes mode a Wan
     image-to-video one with mask/latent channels (Wan2.2-I2V-A14B). Checked from the
-    configs of a local folder or cached hub id; an uncached hub id is checked on loading."""
+    configs of a local folder or cached hub id; an uncached hub id is checked on loading.
+    Returns the experts the base has (None: not known before loading)."""
     import json
 
     from cinema_cli.runtime.loading import local_folder
 
     if base == "tiny":
-        return
+        return ["high", "low"] if mode == "scene" else ["high"]
     folder = local_folder(base)
     if folder is None:
-        return
+        return None
     want = PIPELINES[mode]
     try:
-        found = json.loads((folder / "model_index.json").read_text(encoding="utf-8")).get("_class_name")
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        found = index.get("_class_name")
         transformer = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
         z = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8")).get("z_dim", 16)
     except (OSError, ValueError) as err:
@@ -392,6 +401,8 @@ def check_base(base: str, mode: str) -> None:
         raise BadInput(f"--base {base}: a {found} with a transformer of {transformer.get('in_channels')} input "
                        f"channels; --mode {mode} trains a {want} ({'Wan2.2 I2V' if mode == 'keyframes' else 'Wan2.2 T2V'} "
                        "style, e.g. Wan-AI/Wan2.2-" + ("I2V" if mode == "keyframes" else "T2V") + "-A14B-Diffusers)")
+    two = isinstance(index.get("transformer_2"), list) and index["transformer_2"][0] is not None
+    return ["high", "low"] if two else ["high"]
 
 
 def load_base(base: str, mode: str, dtype):
