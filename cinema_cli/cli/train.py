@@ -201,19 +201,32 @@ def _progress(total: int, show: bool):
 def bench_train(
     contexts: str = typer.Option("1,8,16,32", "--contexts", help="Pairs per sequence to measure."),
     steps: int = typer.Option(2, "--steps", min=1, help="Timed steps per row (after one warm-up)."),
+    family: str = typer.Option("all", "--family", help="keyframes, video or all."),
+    shots: str = typer.Option("2,4,8,13", "--shots", help="Video rows: shots per scene to measure."),
     json_mode: bool = JsonOpt,
 ) -> None:
-    """Training sequences/s and peak memory against context length, GoldenMem against naive."""
-    from cinema_cli.bench.train import run_train_bench
+    """Training throughput and peak memory: keyframes (sequences/s against context length,
+    GoldenMem against naive) and video (tokens/s against shots, sparse against full attention)."""
+    from cinema_cli.errors import BadInput
 
     try:
-        report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps)
+        if family not in ("all", "keyframes", "video"):
+            raise BadInput(f"--family is keyframes, video or all, not {family!r}")
+        report: dict = {}
+        if family in ("all", "keyframes"):
+            from cinema_cli.bench.train import run_train_bench
+
+            report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps)
+        if family in ("all", "video"):
+            from cinema_cli.bench.train_video import run_video_bench
+
+            report["video"] = run_video_bench(tuple(_ints(shots, "--shots")), steps)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:
         output.print_json(report)
         return
-    for row in report["rows"]:
+    for row in report.get("rows", []) + report.get("video", {}).get("rows", []):
         output.out.print("  ".join(f"{k} {v}" for k, v in row.items()), markup=False)
 
 

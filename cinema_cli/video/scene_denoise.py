@@ -1,5 +1,5 @@
-"""Denoising the shots of one scene jointly (keyframe-scene, experimental) on a Wan
-image-to-video model.
+"""Denoising the shots of one scene jointly (keyframe-scene) on a Wan image-to-video
+model; `cinema train video --mode keyframes` trains with this same conditioning.
 
 The scene is one latent video: each shot's latent frames in turn (a shot of 4k+1 frames
 is k+1 latent frames, its first latent holding its first frame alone, as Wan's causal
