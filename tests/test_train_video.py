@@ -157,6 +157,31 @@ def test_scene_gradients_follow_the_sparse_pattern(dataset):
     family.scene.sparse_self = True
 
 
+def test_gradient_checkpointing_recomputes_each_sample_under_its_own_layout(dataset):
+    """Two samples of one step with different layouts (a scene, and the same latents as one
+    plain shot): checkpointed blocks are recomputed in backward after the second sample
+    has set its layout, and must still give the gradients of a run without checkpointing."""
+    import torch
+
+    from cinema_cli.attention.layout import ShotLayout
+    from cinema_cli.train.video_config import VideoTrainConfig
+
+    def gradients(checkpointing: bool):
+        config = VideoTrainConfig(base="tiny", mode="scene", height=32, width=32, shot_frames=8, expert="high",
+                                  gradient_checkpointing=checkpointing, lora={"rank": 4})
+        family, model = family_for(config, dataset)
+        prepared = family.prepared(family.samples[0])
+        noise = torch.randn(prepared.latents.shape, generator=torch.Generator().manual_seed(0))
+        scene = family.job(prepared, "high", 0.7, noise)
+        plain = family.job(prepared, "high", 0.3, noise)
+        plain.shots, plain.prompts = ShotLayout((0, prepared.shots.length), (prepared.shots.length,)), None
+        model([scene, plain]).backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    for a, b in zip(gradients(False), gradients(True)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
 def test_fsdp_is_passed_to_accelerate_for_full_fine_tuning_only():
     from pydantic import ValidationError
 

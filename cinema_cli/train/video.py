@@ -117,7 +117,10 @@ class VideoTraining:
         self.scene = SceneAttention(sparse_self=self.config.sparse or self.config.mode == "keyframes")
         modules = {}
         for expert in present:
-            transformer = getattr(self.pipe, EXPERT_MODULES[expert]).to(device)
+            transformer = getattr(self.pipe, EXPERT_MODULES[expert])
+            # An expert not trained is needed only to render validation clips.
+            if expert in self.experts or self.config.validate_every:
+                transformer.to(device)
             transformer.requires_grad_(False)
             install_scene_attention(transformer, self.scene)
             if expert in self.experts:
