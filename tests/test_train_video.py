@@ -234,3 +234,40 @@ def test_bad_video_training_inputs_exit_2_and_write_nothing(dataset, tmp_path):
     before = snapshot(keyframe_run)
     result = cinema("train", "video", dataset, "-o", keyframe_run, "--resume", rc=2)
     assert snapshot(keyframe_run) == before
+
+
+def test_sparse_attention_under_autograd_matches_dense_masked_attention():
+    """The training path of the packed kernel (index gathers, not slices) gives the outputs
+    and gradients of dense attention under the pattern's mask (a reference only a test may
+    build), and the same outputs as the inference path."""
+    import torch
+
+    from cinema_cli.attention.layout import ShotLayout
+    from cinema_cli.attention.sparse import packed_attention
+
+    def attend(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                                v.transpose(1, 2)).transpose(1, 2)
+
+    layout = ShotLayout.from_frames([3, 2, 2, 1], 4, 1)
+    segments = layout.self_segments()
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn((2, layout.length, 2, 8), generator=generator, requires_grad=True) for _ in range(3))
+    mask = torch.zeros((layout.length, layout.length), dtype=torch.bool)
+    for s in segments:
+        for a, b in s.keys:
+            mask[s.queries[0]:s.queries[1], a:b] = True
+    weights = torch.randn((2, layout.length, 2, 8), generator=generator)
+    sparse = packed_attention(q, k, v, segments, attend, budget=20)  # several calls per shape
+    (sparse * weights).sum().backward()
+    got = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    dense = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                             attn_mask=mask).transpose(1, 2)
+    (dense * weights).sum().backward()
+    assert torch.allclose(sparse, dense, atol=1e-5)
+    for a, b in zip(got, (q.grad, k.grad, v.grad)):
+        assert torch.allclose(a, b, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(packed_attention(q, k, v, segments, attend, budget=20), sparse, atol=1e-6)
