@@ -321,7 +321,7 @@ def test_the_old_scene_name_still_works():
     assert shot_backends.get("scene").__mro__[1] is shot_backends.get("keyframe-scene")
 
 
-def test_doctor_marks_keyframe_scene_experimental_and_checks_holocines_files(tmp_path):
+def test_doctor_says_keyframe_scene_without_an_adapter_is_zero_shot_and_checks_holocines_files(tmp_path):
     from test_render import cinema_json
 
     root = new_project(tmp_path, {"dit": "cinema-tests/no-such-holocine"})
@@ -335,7 +335,7 @@ def test_doctor_marks_keyframe_scene_experimental_and_checks_holocines_files(tmp
     config["video"] = {"backend": "scene", "options": {"model": "tiny"}}
     (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     data = cinema_json("doctor", cwd=root)
-    assert len(data["experimental"]) == 1 and "EXPERIMENTAL" in data["experimental"][0]
+    assert len(data["experimental"]) == 1 and "zero-shot without a trained adapter" in data["experimental"][0]
     assert "old name of keyframe-scene" in cinema("doctor", cwd=root).stdout
 
 

@@ -50,6 +50,8 @@ def packed_attention(
     segments of one shape, stacked along the batch. Queries outside every segment are zero."""
     batch = q.shape[0]
     budget = budget or k.shape[1]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return _packed_attention_for_training(q, k, v, segments, attend, budget)
     covered = sum(s.queries[1] - s.queries[0] for s in segments) == q.shape[1]  # runs are disjoint
     out = torch.empty_like(q) if covered else torch.zeros_like(q)
     shapes: dict[tuple[int, int], list[Segment]] = {}
@@ -80,6 +82,39 @@ def packed_attention(
             for i, s in enumerate(chunk):
                 out[:, s.queries[0]:s.queries[1]] = result[i * batch:(i + 1) * batch]
     return out
+
+
+def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend, budget: int) -> torch.Tensor:
+    """`packed_attention` under autograd: each call's queries and key runs gathered with one
+    index_select per tensor, and the outputs placed with one index_copy. (Slicing and slice
+    assignment would cost backward a zero-filled full-size gradient per slice: quadratic in
+    the number of shots.)"""
+    batch, device = q.shape[0], q.device
+    shapes: dict[tuple[int, int], list[Segment]] = {}
+    for segment in segments:
+        shapes.setdefault((segment.queries[1] - segment.queries[0], segment.key_length), []).append(segment)
+    placed, results = [], []
+    for (q_length, k_length), group in shapes.items():
+        per_call = max(1, budget // k_length)
+        for first in range(0, len(group), per_call):
+            chunk = group[first:first + per_call]
+            rows = [torch.arange(*s.queries, device=device) for s in chunk]
+            keys = [torch.cat([torch.arange(a, b, device=device) for a, b in s.keys]) for s in chunk]
+            qs = _rows(q.index_select(1, torch.cat(rows)), len(chunk), q_length)
+            ks = _rows(k.index_select(1, torch.cat(keys)), len(chunk), k_length)
+            vs = _rows(v.index_select(1, torch.cat(keys)), len(chunk), k_length)
+            result = attend(qs, ks, vs)  # (chunk x batch, q_length, heads, dim)
+            results.append(result.unflatten(0, (len(chunk), batch)).transpose(0, 1).flatten(1, 2))
+            placed.extend(rows)
+    if not results:
+        return torch.zeros_like(q)
+    return torch.zeros_like(q).index_copy(1, torch.cat(placed), torch.cat(results, dim=1))
+
+
+def _rows(x: torch.Tensor, segments: int, tokens: int) -> torch.Tensor:
+    """(batch, segments x tokens, heads, dim) -> (segments x batch, tokens, heads, dim),
+    segment-major as packed_attention stacks them."""
+    return x.unflatten(1, (segments, tokens)).transpose(0, 1).flatten(0, 1)
 
 
 def _head_major(like: torch.Tensor, rows: int, tokens: int) -> torch.Tensor:

@@ -103,6 +103,73 @@ def keyframes(
         output.print_json({"ok": True, **result, "sequences": family.report})
 
 
+@train_app.command("video")
+def video(
+    dataset: Path = typer.Argument(..., help="A dataset folder written by `cinema data prepare` (multi-shot samples)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Wan: a diffusers folder or hub id (T2V for scene, "
+                                       "I2V for keyframes), or `tiny`."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="scene (HoloCine) or keyframes (Captain Cinema)."),
+    out: Path = typer.Option(..., "-o", "--output", help="Run folder (new, or the run to --resume)."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="train.yaml: settings over the recipe's defaults."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in -o from its last checkpoint."),
+    expert: Optional[str] = typer.Option(None, "--expert", help="Wan2.2 expert(s) to train: high, low or both."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step over all processes."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank."),
+    method: Optional[str] = typer.Option(None, "--method", help="lora (default) or full."),
+    size: Optional[str] = typer.Option(None, "--size", help="Training frames HEIGHTxWIDTH (default 480x832)."),
+    shot_frames: Optional[int] = typer.Option(None, "--shot-frames", help="Frames per shot (scene: 4k; keyframes: 4k+1)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
+    validate_every: Optional[int] = typer.Option(None, "--validate-every", help="Steps between validation clips."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Train Wan on multi-shot samples: HoloCine's scene model or Captain Cinema's keyframe-conditioned one.
+
+    Examples: cinema train video ds --base Wan-AI/Wan2.2-T2V-A14B-Diffusers --mode scene -o runs/holo
+              accelerate launch -m cinema_cli train video ds --mode keyframes --base Wan-AI/Wan2.2-I2V-A14B-Diffusers -o runs/kf
+    """
+    from cinema_cli.errors import BadInput
+    from cinema_cli.train import run as run_folder
+    from cinema_cli.train import video_config
+    from cinema_cli.train.loop import train
+    from cinema_cli.train.video import VideoTraining
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    try:
+        height = width = None
+        if size is not None:
+            try:
+                height, width = (int(v) for v in size.lower().split("x"))
+            except ValueError:
+                raise BadInput(f"--size takes HEIGHTxWIDTH, got {size!r}") from None
+        overrides = {"mode": mode, "expert": expert, "steps": steps, "batch_size": batch_size, "optimizer.lr": lr,
+                     "lora.rank": rank, "method": method, "height": height, "width": width,
+                     "shot_frames": shot_frames, "checkpoint_every": checkpoint_every,
+                     "validate_every": validate_every, "seed": seed}
+        if resume:
+            given = [k for k, v in overrides.items() if v is not None] + (["--config"] if config_file else [])
+            if given:
+                raise BadInput(f"a resumed run keeps its saved settings; drop {', '.join(given)}")
+            config = run_folder.check(out, True, "video", None, base, dataset, video_config.VideoTrainConfig)
+        else:
+            config = video_config.resolve(base, config_file, overrides)
+            if main:
+                run_folder.check(out, False, "video", config, base, dataset)
+        family = VideoTraining(config, dataset)  # reads and checks the dataset and the base's kind
+        with run_folder.lock(out) if main else contextlib.nullcontext():
+            if main and not resume:
+                run_folder.start(out, "video", config, dataset)
+            with _progress(config.steps, main and not json_mode) as on_step:
+                result = train(family, out, resume=resume, on_step=on_step)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if main and json_mode:
+        output.print_json({"ok": True, **result, "mode": config.mode, "experts": family.experts,
+                           "samples": len(family.samples)})
+
+
 def _progress(total: int, show: bool):
     """A rich bar with loss, lr and it/s on a terminal; plain lines otherwise."""
     from cinema_cli.train.loop import describe
@@ -143,20 +210,33 @@ def bench_train(
     steps: int = typer.Option(2, "--steps", min=1, help="Timed steps per row (after one warm-up)."),
     size: Optional[str] = typer.Option(None, "--size",
                                        help="Frames HEIGHTxWIDTH (default: 400x800 on CUDA, 128x256 on a CPU)."),
+    family: str = typer.Option("all", "--family", help="keyframes, video or all."),
+    shots: str = typer.Option("2,4,8,13", "--shots", help="Video rows: shots per scene to measure."),
     json_mode: bool = JsonOpt,
 ) -> None:
-    """Training sequences/s and peak memory against context length, GoldenMem against naive."""
-    from cinema_cli.bench.train import run_train_bench
+    """Training throughput and peak memory: keyframes (sequences/s against context length,
+    GoldenMem against naive) and video (tokens/s against shots, sparse against full attention)."""
+    from cinema_cli.errors import BadInput
 
     try:
-        frame = _size(size) if size is not None else None
-        report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps, frame)
+        if family not in ("all", "keyframes", "video"):
+            raise BadInput(f"--family is keyframes, video or all, not {family!r}")
+        report: dict = {}
+        if family in ("all", "keyframes"):
+            from cinema_cli.bench.train import run_train_bench
+
+            frame = _size(size) if size is not None else None
+            report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps, frame)
+        if family in ("all", "video"):
+            from cinema_cli.bench.train_video import run_video_bench
+
+            report["video"] = run_video_bench(tuple(_ints(shots, "--shots")), steps)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:
         output.print_json(report)
         return
-    for row in report["rows"]:
+    for row in report.get("rows", []) + report.get("video", {}).get("rows", []):
         output.out.print("  ".join(f"{k} {v}" for k, v in row.items()), markup=False)
 
 

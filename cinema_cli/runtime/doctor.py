@@ -112,16 +112,20 @@ def weights(config: CinemaConfig) -> list[dict]:
 
 
 # Backends that run but are not yet what they aim to be, and why.
-EXPERIMENTAL = {
-    "keyframe-scene": "EXPERIMENTAL: HoloCine's attention applied zero-shot to a stock Wan I2V model (never trained "
-                      "with it), so shots may drift or blend; `video: holocine` is HoloCine's trained model",
-}
-EXPERIMENTAL["scene"] = EXPERIMENTAL["keyframe-scene"] + " (`scene` is the old name of keyframe-scene)"
+EXPERIMENTAL: dict[str, str] = {}
+# keyframe-scene is trained by `cinema train video --mode keyframes`; without an adapter
+# it runs HoloCine's attention zero-shot on a stock Wan I2V model, and doctor says so.
+ZERO_SHOT = ("runs zero-shot without a trained adapter (HoloCine's attention on a stock Wan I2V model: shots may "
+             "drift or blend); train one with `cinema train video DATASET --mode keyframes` and set "
+             "video.options.lora, or use `video: holocine`, HoloCine's trained model")
 
 
 def experimental(config: CinemaConfig) -> list[str]:
-    return [f"video.backend: {config.video.backend}: {EXPERIMENTAL[config.video.backend]}"] \
-        if config.video.backend in EXPERIMENTAL else []
+    backend = config.video.backend
+    if backend in ("keyframe-scene", "scene") and not (config.video.options or {}).get("lora"):
+        old_name = " (`scene` is the old name of keyframe-scene)" if backend == "scene" else ""
+        return [f"video.backend: {backend}: {ZERO_SHOT}{old_name}"]
+    return [f"video.backend: {backend}: {EXPERIMENTAL[backend]}"] if backend in EXPERIMENTAL else []
 
 
 def api_keys() -> dict[str, bool]:

@@ -93,9 +93,11 @@ class TrainConfig(Strict):
         raise ValueError(f"step {step} is past the last stage ({self.steps} steps)")
 
 
-def resolve(base: str | None, config_file: Path | None, overrides: dict) -> TrainConfig:
+def resolve(base: str | None, config_file: Path | None, overrides: dict, model: type[Strict] = None) -> TrainConfig:
     """Defaults, then the file, then the flags that were given (None: not given). A bad
-    field in the file is reported as file:line: field: message."""
+    field in the file is reported as file:line: field: message. `model`: the family's
+    settings class (default: the keyframe family's TrainConfig)."""
+    model = model or TrainConfig
     data, node = {}, None
     if config_file is not None:
         if not config_file.is_file():
@@ -115,9 +117,9 @@ def resolve(base: str | None, config_file: Path | None, overrides: dict) -> Trai
             else:
                 data[key] = value
     if "base" not in data:
-        raise BadInput("no base model: pass --base MODEL (a FLUX.2 klein folder or hub id, or `tiny`)")
+        raise BadInput("no base model: pass --base MODEL (a diffusers folder or hub id, or `tiny`)")
     try:
-        return TrainConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         if config_file is not None:
             raise validation_error(config_file, err, node) from None
@@ -131,5 +133,5 @@ def save(config: TrainConfig, run: Path) -> None:
     atomic_write_text(run / CONFIG_FILE, dump_yaml(config.model_dump(mode="json")))
 
 
-def load(run: Path) -> TrainConfig:
-    return load_model(run / CONFIG_FILE, TrainConfig)
+def load(run: Path, model: type[Strict] = None) -> TrainConfig:
+    return load_model(run / CONFIG_FILE, model or TrainConfig)

@@ -61,7 +61,9 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     params = [p for p in model.parameters() if p.requires_grad]
     o = config.optimizer
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(config, step))
+    # A family's config may bring its own schedule (the video recipes: warmup or constant).
+    factor = getattr(config, "lr_factor", None) or (lambda step: lr_factor(config, step))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     first = 0
     checkpoint = run_folder.latest_checkpoint(run) if resume else None
     if checkpoint is not None:
@@ -103,6 +105,8 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
                 on_step(record)
             if done % config.checkpoint_every == 0 or done == config.steps:
                 _save_checkpoint(accelerator, family, run, done, model, optimizer, scheduler)
+            if getattr(config, "validate_every", 0) and done % config.validate_every == 0:
+                _validate(accelerator, family, run, done, model)
     finally:
         if metrics is not None:
             metrics.close()
@@ -139,6 +143,19 @@ def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer
             (folder / "state.json").write_text(json.dumps(state) + "\n")
 
         run_folder.write_checkpoint(run, step, fill)
+    accelerator.wait_for_everyone()
+
+
+def _validate(accelerator, family, run: Path, step: int, model) -> None:
+    """A family's validation sample at this step (rank 0 renders and writes it); the RNG
+    state is kept so validating does not change the training that follows."""
+    import torch
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = torch.get_rng_state()
+        family.validate(accelerator.unwrap_model(model), run / "samples", step)
+        torch.set_rng_state(state)
     accelerator.wait_for_everyone()
 
 

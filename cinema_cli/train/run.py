@@ -30,7 +30,8 @@ def identity(family: str, config: TrainConfig, dataset: Path) -> dict:
     return {"family": family, "base": config.base, "method": config.method, "dataset": str(dataset.resolve())}
 
 
-def check(run: Path, resume: bool, family: str, config: TrainConfig | None, base: str | None, dataset: Path) -> TrainConfig | None:
+def check(run: Path, resume: bool, family: str, config: TrainConfig | None, base: str | None, dataset: Path,
+          model=None) -> TrainConfig | None:
     """The settings to train with: a new run's `config`, or a resumed run's saved ones.
     Raises BadInput (before anything is written) when the folder does not fit."""
     if not resume:
@@ -48,7 +49,7 @@ def check(run: Path, resume: bool, family: str, config: TrainConfig | None, base
                        "a run resumes only on its own base model")
     if str(dataset.resolve()) != saved["dataset"]:
         raise BadInput(f"{run} was trained on {saved['dataset']}, not {dataset.resolve()}")
-    return train_config.load(run)
+    return train_config.load(run, model)
 
 
 def lock(run: Path):

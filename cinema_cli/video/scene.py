@@ -1,11 +1,14 @@
-"""The `keyframe-scene` shot backend (EXPERIMENTAL): all shots of a scene denoised
-together by one stock Wan image-to-video model, each shot anchored to its keyframe, then
-split back into one MP4 per shot.
+"""The `keyframe-scene` shot backend: all shots of a scene denoised together by one Wan
+image-to-video model, each shot anchored to its keyframe, then split back into one MP4
+per shot — Captain Cinema's bottom-up video model, V_k = {I_k, G(I_1:K, c_tiled)}.
 
-It borrows HoloCine's attention pattern (window cross-attention, sparse inter-shot
-self-attention) zero-shot: the I2V checkpoints were never trained with it, so shots may
-drift or blend until a trained adapter exists. HoloCine's own released model is the
-`holocine` backend. (`scene` is the old name of this backend and still works.)
+Its attention is HoloCine's (window cross-attention, sparse inter-shot self-attention):
+each shot reads its own keyframe through the I2V channels and the other shots' keyframes
+as their first latent frames (the summary tokens). `cinema train video --mode keyframes`
+trains an adapter for exactly this conditioning (the same `shot_condition`, prompt layout
+and processors, train/video.py); without one, the stock I2V model runs the pattern
+zero-shot and shots may drift or blend (`cinema doctor` says so). HoloCine's own released
+model is the `holocine` backend. (`scene` is the old name of this backend and still works.)
 
 A scene here is a run of consecutive storyboard shots with the same `scene:`; the
 pipeline renders such a group at once, and an edit to any of its shots makes the whole

@@ -1,5 +1,5 @@
-"""Denoising the shots of one scene jointly (keyframe-scene, experimental) on a Wan
-image-to-video model.
+"""Denoising the shots of one scene jointly (keyframe-scene) on a Wan image-to-video
+model; `cinema train video --mode keyframes` trains with this same conditioning.
 
 The scene is one latent video: each shot's latent frames in turn (a shot of 4k+1 frames
 is k+1 latent frames, its first latent holding its first frame alone, as Wan's causal
@@ -93,14 +93,30 @@ def scene_conditions(pipe, request: SceneRequest, who: str) -> tuple[torch.Tenso
     for shot in request.shots:
         frames.append(latent_frames(shot.frames))
         image = read_image(shot.keyframe, width, height, who)
-        pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
         noise = torch.randn((1, z, frames[-1], lat_h, lat_w), generator=torch.Generator().manual_seed(shot.seed))
-        noise, condition = pipe.prepare_latents(
-            pixels, 1, z, height, width, shot.frames, torch.float32, device, None, noise.to(device)
-        )
-        noises.append(noise)
-        conditions.append(condition)
+        noises.append(noise.to(device))
+        conditions.append(shot_condition(pipe, image, width, height, shot.frames))
     return torch.cat(noises, dim=2), torch.cat(conditions, dim=2), frames
+
+
+def shot_condition(pipe, image, width: int, height: int, frames: int) -> torch.Tensor:
+    """The I2V condition of a clip of `frames` frames opening on `image`: the mask of known
+    frames (the first) and their VAE latents, as Wan's image-to-video pipeline builds it.
+    `cinema train video --mode keyframes` conditions each shot with this same function."""
+    device = pipe._execution_device
+    z = pipe.vae.config.z_dim
+    lat_h, lat_w = height // pipe.vae_scale_factor_spatial, width // pipe.vae_scale_factor_spatial
+    pixels = pipe.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
+    placeholder = torch.zeros((1, z, latent_frames(frames), lat_h, lat_w), device=device)
+    _, condition = pipe.prepare_latents(pixels, 1, z, height, width, frames, torch.float32, device, None, placeholder)
+    return condition
+
+
+def prompt_layout(lengths: list[int]) -> PromptLayout:
+    """Where the global part and each shot's part lie in the 512 prompt tokens (encode_parts);
+    every shot also sees the zero padding after them, as Wan's unmasked cross-attention does."""
+    parts = PromptLayout.from_lengths(lengths[0], lengths[1:])
+    return PromptLayout(parts.global_run, parts.shot_runs, TEXT_TOKENS, ((parts.length, TEXT_TOKENS),))
 
 
 def denoise_scene(
@@ -129,8 +145,7 @@ def denoise_scene(
         lat_h, lat_w = latents.shape[-2:]
         scene.shots = ShotLayout.from_frames(frames, (lat_h // patch_h) * (lat_w // patch_w), summary_frames)
         scene.kernel = kernel
-        parts = PromptLayout.from_lengths(lengths[0], lengths[1:])
-        prompts = PromptLayout(parts.global_run, parts.shot_runs, TEXT_TOKENS, ((parts.length, TEXT_TOKENS),))
+        prompts = prompt_layout(lengths)
 
         scheduler = pipe.scheduler
         scheduler.set_timesteps(steps, device=device)

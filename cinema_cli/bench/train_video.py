@@ -1,0 +1,145 @@
+"""`cinema bench train` video rows: a `cinema train video --mode scene` step (forward and
+backward through a LoRA on a Wan transformer with the scene processors installed) at 2, 4,
+8 and 13 shots, HoloCine's full self-attention against its sparse inter-shot attention
+(window cross-attention in both, as in training).
+
+Each row reports video tokens/s and peak memory (CUDA only; a CPU's allocator is not
+measured). The ratio that matters is measured in one run: the sparse row's speedup over
+the full row (each the fastest of `steps` alternating steps, after a warm-up round),
+against the speedup its FLOPs allow (`theoretical_speedup`: the whole
+block's multiply-adds — projections, feed-forward, cross-attention and self-attention —
+counted for both patterns), and their quotient `fraction_of_theoretical`.
+
+On a CPU the transformer is narrowed (2 blocks, 4 heads of 32, 64 tokens a latent frame,
+4 latent frames a shot) so a run takes a minute or two; on a GPU the blocks have Wan 14B's
+width (40 heads of 128, feed-forward 13824) at 480x832 (390 tokens a latent frame) in
+bf16, `layers` of them (the full model's 40 need more memory than one GPU holds
+unsharded at 13 shots; the per-block figures are what scale).
+"""
+
+from __future__ import annotations
+
+import time
+
+SHOTS = (2, 4, 8, 13)
+TEXT_TOKENS = 512
+
+
+def _shapes(cuda: bool, layers: int) -> dict:
+    if cuda:
+        return {"heads": 40, "head_dim": 128, "ffn": 13824, "layers": layers, "tokens_per_frame": 390,
+                "frames_per_shot": 5, "text_dim": 4096}
+    return {"heads": 4, "head_dim": 32, "ffn": 512, "layers": 2, "tokens_per_frame": 64, "frames_per_shot": 4,
+            "text_dim": 64}
+
+
+def flops(shots, text_window: int, dim: int, ffn: int, sparse: bool) -> float:
+    """Multiply-adds x 2 of one block's forward over a scene (backward is ~2x of each term,
+    so the ratio is the same)."""
+    n = shots.length
+    if sparse:
+        pairs = sum((s.queries[1] - s.queries[0]) * s.key_length for s in shots.self_segments())
+    else:
+        pairs = n * n
+    projections = 2 * n * dim * dim * 4 + 2 * n * dim * dim * 2 + 2 * TEXT_TOKENS * dim * dim * 2
+    return projections + 2 * n * dim * ffn * 2 + 4 * dim * pairs + 4 * dim * n * text_window
+
+
+def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
+    from cinema_cli.runtime.torch_compat import prepare_torch
+
+    prepare_torch()
+    import torch
+    from diffusers import WanTransformer3DModel
+    from peft import LoraConfig
+
+    from cinema_cli.attention.layout import PromptLayout, ShotLayout
+    from cinema_cli.attention.processors import SceneAttention, install_scene_attention
+    from cinema_cli.runtime.tiny import seeded
+    from cinema_cli.train.video import LORA_TARGETS
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    # A GPU is timed by the wall clock; a CPU by this process's CPU time, which other work
+    # on a shared machine does not inflate (tokens/s is then per CPU-second of all threads).
+    clock = time.perf_counter if cuda else time.process_time
+    dtype = torch.bfloat16 if cuda else torch.float32
+    shape = _shapes(cuda, layers)
+    dim = shape["heads"] * shape["head_dim"]
+    side = int(round((shape["tokens_per_frame"]) ** 0.5))
+    rows_h, rows_w = (15, 26) if cuda else (side, side)
+    with seeded(0):
+        transformer = WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=shape["heads"], attention_head_dim=shape["head_dim"],
+            in_channels=16, out_channels=16, text_dim=shape["text_dim"], freq_dim=256, ffn_dim=shape["ffn"],
+            num_layers=shape["layers"], rope_max_seq_len=1024,
+        ).to(device, dtype).requires_grad_(False)
+        transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
+                                           target_modules=LORA_TARGETS))
+    scene = SceneAttention()
+    install_scene_attention(transformer, scene)
+    rows = []
+    for count in shots:
+        frames = [shape["frames_per_shot"]] * count
+        layout = ShotLayout.from_frames(frames, rows_h * rows_w, 1, own_summary_again=True)
+        caption = TEXT_TOKENS // (count + 2)  # each shot's caption run, the global one as long
+        prompts = PromptLayout.from_lengths(caption, [caption] * count)
+        prompts = PromptLayout(prompts.global_run, prompts.shot_runs, TEXT_TOKENS, ((prompts.length, TEXT_TOKENS),))
+        window = 2 * caption + TEXT_TOKENS - prompts.length
+        latents = torch.randn((1, 16, sum(frames), 2 * rows_h, 2 * rows_w), device=device, dtype=dtype)
+        text = torch.randn((1, TEXT_TOKENS, shape["text_dim"]), device=device, dtype=dtype)
+
+        def step(sparse: bool) -> float:
+            scene.shots, scene.prompts, scene.sparse_self = layout, prompts, sparse
+            if cuda:
+                torch.cuda.synchronize()
+            started = clock()
+            out = transformer(hidden_states=latents, timestep=torch.tensor([500.0], device=device),
+                              encoder_hidden_states=text, return_dict=False)[0]
+            out.float().square().mean().backward()
+            transformer.zero_grad(set_to_none=True)
+            if cuda:
+                torch.cuda.synchronize()
+            return clock() - started
+
+        # Full and sparse alternate, and each keeps its fastest step: on a shared machine
+        # that is the figure least disturbed by other work.
+        times = {False: [], True: []}
+        peaks = {False: None, True: None}
+        failed = set()
+        for repeat in range(steps + 1):  # the first round warms up
+            for sparse in (False, True):
+                if sparse in failed:
+                    continue
+                try:
+                    if cuda:
+                        torch.cuda.reset_peak_memory_stats()
+                    seconds = step(sparse)
+                    if cuda:
+                        peaks[sparse] = max(peaks[sparse] or 0, torch.cuda.max_memory_allocated())
+                    if repeat:
+                        times[sparse].append(seconds)
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    failed.add(sparse)
+        for sparse in (False, True):
+            row = {"shots": count, "attention": "sparse" if sparse else "full", "video_tokens": layout.length}
+            if sparse in failed:
+                row.update(tokens_per_s=None, seconds=None, peak_bytes=None, error="out of memory")
+            else:
+                seconds = min(times[sparse])
+                row.update(tokens_per_s=round(layout.length / seconds, 1), seconds=round(seconds, 4),
+                           peak_bytes=peaks[sparse])
+            row["flops_per_block"] = flops(layout, window, dim, shape["ffn"], sparse)
+            rows.append(row)
+    scene.shots = scene.prompts = None
+    ratios = {}
+    for count in shots:
+        full, sparse = (next(r for r in rows if r["shots"] == count and r["attention"] == a) for a in ("full", "sparse"))
+        theoretical = full["flops_per_block"] / sparse["flops_per_block"]
+        measured = full["seconds"] / sparse["seconds"] if full["seconds"] and sparse["seconds"] else None
+        ratios[str(count)] = {"measured_speedup": round(measured, 3) if measured else None,
+                              "theoretical_speedup": round(theoretical, 3),
+                              "fraction_of_theoretical": round(measured / theoretical, 3) if measured else None}
+    return {"device": "cuda" if cuda else "cpu", "timer": "wall" if cuda else "process CPU time", "dtype": str(dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(), "transformer": shape, "rows": rows, "sparse_vs_full": ratios}

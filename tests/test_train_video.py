@@ -1,0 +1,273 @@
+"""`cinema train video` on the tiny Wan presets (two-expert T2V for scene mode, I2V for
+keyframes mode), on a dataset written by the real `cinema data prepare` from an
+ffmpeg-generated film. Frames are 32x32 (4 tokens a latent frame), shots 2 latent frames."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_train import cinema, losses, snapshot, write_yaml
+from train_support import make_shots_film, prepare_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--base", "tiny", "--size", "32x32", "--rank", "16", "--lr", "0.02", "--batch-size", "1"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    film = make_shots_film(tmp_path_factory.mktemp("films") / "a.mp4", 7)
+    return prepare_dataset(tmp_path_factory.mktemp("ds") / "ds", [film])
+
+
+@pytest.fixture()
+def small(tmp_path) -> Path:
+    return write_yaml(tmp_path / "train.yaml", "optimizer: {warmup_steps: 0}\nvalidation_steps: 4\n")
+
+
+def fell(values: list[float]) -> bool:
+    third = len(values) // 3
+    return sum(values[-third:]) / third < 0.9 * sum(values[:third]) / third
+
+
+def family_for(config, dataset: Path):
+    import torch
+
+    from cinema_cli.train.video import VideoTraining
+
+    torch.manual_seed(config.seed)
+    family = VideoTraining(config, dataset)
+    return family, family.build(torch.device("cpu"))
+
+
+def test_scene_mode_learns_resumes_exactly_and_its_loras_load_in_diffusers(dataset, small, tmp_path):
+    whole = tmp_path / "whole"
+    cinema("train", "video", dataset, "--mode", "scene", *FAST, "--config", small, "--shot-frames", "8",
+           "--steps", "60", "--checkpoint-every", "20", "--validate-every", "30", "-o", whole)
+    values = losses(whole)
+    assert len(values) == 60 and fell(values), values
+    assert sorted(p.name for p in (whole / "lora").iterdir()) == ["lora_high.safetensors", "lora_low.safetensors"]
+    clips = sorted(p.name for p in (whole / "samples").glob("*.mp4"))
+    assert clips == ["step-00000030.mp4", "step-00000060.mp4"]
+
+    # Resume from the step-40 checkpoint: steps 41..60 again, to the same losses.
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "checkpoints" / "step-00000060")
+    shutil.rmtree(cut / "lora")
+    resumed = json.loads(cinema("train", "video", dataset, "-o", cut, "--resume", "--json").stdout.splitlines()[-1])
+    assert resumed["first_step"] == 41
+    assert losses(cut) == losses(whole)
+
+    # The adapters load into a diffusers Wan pipeline (high into transformer, low into
+    # transformer_2), change what it renders, and render the training clip better than the base.
+    assert_adapter_reproduces_its_training_clip(whole, dataset, ["high", "low"])
+
+
+def assert_adapter_reproduces_its_training_clip(run: Path, dataset: Path, experts: list[str]) -> None:
+    """The run's LoRA files, loaded with diffusers' load_lora_weights into the base pipeline
+    (high into transformer, low into transformer_2), change what it renders from the same
+    noise, and bring a training sample's clip closer to the real one than the base does."""
+    from cinema_cli.train import config as train_config
+    from cinema_cli.train.video_config import VideoTrainConfig
+
+    config = train_config.load(run, VideoTrainConfig).model_copy(update={"method": "full", "validate_every": 0})
+    family, _ = family_for(config, dataset)  # the base model with the mode's processors and conditioning
+    sample = family.step_samples(0, 0, 1)[0]
+    clean = family.prepared(sample).latents
+    base = family.render(sample, steps=8)
+    for expert in experts:
+        family.pipe.load_lora_weights(str(run / "lora"), weight_name=f"lora_{expert}.safetensors",
+                                      load_into_transformer_2=expert == "low")
+    adapted = family.render(sample, steps=8)
+    assert (adapted - base).abs().mean() > 1e-2
+    before, after = (base - clean).square().mean().item(), (adapted - clean).square().mean().item()
+    print(f"{config.mode}: error vs the training clip (latent MSE): base {before:.4f}, adapted {after:.4f}")
+    assert after < 0.8 * before
+
+
+def test_keyframes_mode_learns_and_two_processes_match_one(dataset, small, tmp_path):
+    args = ["train", "video", str(dataset), "--mode", "keyframes", *FAST[:-2], "--batch-size", "2", "--config",
+            str(small), "--shot-frames", "5", "--checkpoint-every", "100"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = cinema(*args, "--steps", "60", "-o", one, "--json")
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["experts"] == ["high"] and summary["mode"] == "keyframes"
+    assert fell(losses(one)), losses(one)
+    assert_adapter_reproduces_its_training_clip(one, dataset, ["high"])
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              "29527", "-m", "cinema_cli", *args, "--steps", "3", "-o", str(two), "--json"]
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["processes"] == 2
+    # A constant LR (Captain Cinema's recipe): the first 3 steps are the same in a longer run.
+    assert losses(two) == pytest.approx(losses(one)[:3], rel=1e-4, abs=1e-6)
+
+
+def test_scene_gradients_follow_the_sparse_pattern(dataset):
+    """In one block, the loss on shot i's frames has zero gradient through shot j's
+    non-summary latent frames and through shot j's caption tokens (and a non-zero one
+    through j's summary frame and i's own caption); dense self-attention breaks the first."""
+    import torch
+
+    from cinema_cli.train.video_config import VideoTrainConfig
+
+    config = VideoTrainConfig(base="tiny", mode="scene", height=32, width=32, shot_frames=8, expert="high",
+                              gradient_checkpointing=False)
+    family, model = family_for(config, dataset)
+    transformer = model.experts["high"]
+    transformer.blocks = transformer.blocks[:1]
+    prepared = family.prepared(family.samples[0])
+    job = family.job(prepared, "high", 0.5, torch.randn(prepared.latents.shape, generator=torch.Generator().manual_seed(0)))
+    per_frame = prepared.shots.summary[0]  # tokens per latent frame: a summary is one frame
+    frames = [(a // per_frame, b // per_frame) for a, b in zip(prepared.shots.bounds[:-1], prepared.shots.bounds[1:])]
+    windows = prepared.prompts.window_segments(prepared.shots)
+    assert len(frames) >= 3
+
+    def grads(i: int, sparse: bool):
+        inputs = job.inputs.clone().requires_grad_(True)
+        prompt = job.prompt.clone().requires_grad_(True)
+        family.scene.sparse_self = sparse
+        family.scene.shots, family.scene.prompts = prepared.shots, prepared.prompts
+        out = transformer(hidden_states=inputs, timestep=job.timestep, encoder_hidden_states=prompt, return_dict=False)[0]
+        out[:, :, frames[i][0]:frames[i][1]].square().sum().backward()
+        return inputs.grad.abs().sum(dim=(0, 1, 3, 4)), prompt.grad.abs().sum(dim=(0, 2))
+
+    def tokens(i: int) -> set[int]:
+        return {t for a, b in windows[i].keys for t in range(a, b)}
+
+    for i, j in ((0, 2), (2, 0), (1, 2)):
+        video, text = grads(i, sparse=True)
+        first, end = frames[j]
+        assert video[first] > 0  # j's summary frame reaches shot i
+        assert video[first + 1:end].abs().max() == 0  # j's other frames do not
+        theirs = sorted(tokens(j) - tokens(i))
+        assert theirs and text[theirs].abs().max() == 0  # nor does j's caption
+        assert text[sorted(tokens(i))].abs().max() > 0
+        dense, _ = grads(i, sparse=False)
+        assert dense[first + 1:end].abs().max() > 0  # the check can fail: dense attention leaks
+    family.scene.sparse_self = True
+
+
+def test_gradient_checkpointing_recomputes_each_sample_under_its_own_layout(dataset):
+    """Two samples of one step with different layouts (a scene, and the same latents as one
+    plain shot): checkpointed blocks are recomputed in backward after the second sample
+    has set its layout, and must still give the gradients of a run without checkpointing."""
+    import torch
+
+    from cinema_cli.attention.layout import ShotLayout
+    from cinema_cli.train.video_config import VideoTrainConfig
+
+    def gradients(checkpointing: bool):
+        config = VideoTrainConfig(base="tiny", mode="scene", height=32, width=32, shot_frames=8, expert="high",
+                                  gradient_checkpointing=checkpointing, lora={"rank": 4})
+        family, model = family_for(config, dataset)
+        prepared = family.prepared(family.samples[0])
+        noise = torch.randn(prepared.latents.shape, generator=torch.Generator().manual_seed(0))
+        scene = family.job(prepared, "high", 0.7, noise)
+        plain = family.job(prepared, "high", 0.3, noise)
+        plain.shots, plain.prompts = ShotLayout((0, prepared.shots.length), (prepared.shots.length,)), None
+        model([scene, plain]).backward()
+        return [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    for a, b in zip(gradients(False), gradients(True)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_fsdp_is_passed_to_accelerate_for_full_fine_tuning_only():
+    from pydantic import ValidationError
+
+    from cinema_cli.train.engine import sharding
+    from cinema_cli.train.video_config import VideoTrainConfig
+
+    config = VideoTrainConfig(base="tiny", mode="scene", method="full", engine="fsdp")
+    plugin = sharding(config)["fsdp_plugin"]
+    assert plugin.transformer_cls_names_to_wrap == ["WanTransformerBlock"]
+    assert sharding(VideoTrainConfig(base="tiny", mode="scene")) == {}
+    with pytest.raises(ValidationError, match="fsdp shards full fine-tuning"):
+        VideoTrainConfig(base="tiny", mode="scene", engine="fsdp")
+    # The recipes: HoloCine warms up linearly, Captain Cinema's video model is constant.
+    scene, keyframes = VideoTrainConfig(base="tiny", mode="scene"), VideoTrainConfig(base="tiny", mode="keyframes")
+    assert scene.optimizer.lr == keyframes.optimizer.lr == 1e-5
+    assert scene.lr_factor(0) < scene.lr_factor(499) == scene.lr_factor(5000) == 1.0
+    assert keyframes.lr_factor(0) == 1.0
+
+
+def test_bad_video_training_inputs_exit_2_and_write_nothing(dataset, tmp_path):
+    run = tmp_path / "run"
+    no_samples = tmp_path / "no-samples"
+    shutil.copytree(dataset, no_samples)
+    shutil.rmtree(no_samples / "shards" / "multishot")
+    result = cinema("train", "video", no_samples, "--mode", "scene", "--base", "tiny", "-o", run, rc=2)
+    assert "no multi-shot samples" in result.stderr
+
+    other = tmp_path / "i2v"  # a Wan image-to-video pipeline's configs, for scene mode
+    (other / "transformer").mkdir(parents=True)
+    (other / "vae").mkdir()
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "WanImageToVideoPipeline"}))
+    (other / "transformer" / "config.json").write_text(json.dumps({"in_channels": 36}))
+    (other / "vae" / "config.json").write_text(json.dumps({"z_dim": 16}))
+    result = cinema("train", "video", dataset, "--mode", "scene", "--base", other, "-o", run, rc=2)
+    assert "--mode scene trains a WanPipeline" in result.stderr
+
+    result = cinema("train", "video", dataset, "--mode", "keyframes", "--base", "tiny", "--expert", "low", "-o", run,
+                    rc=2)
+    assert "no low-noise expert" in result.stderr
+    result = cinema("train", "video", dataset, "--base", "tiny", "-o", run, rc=2)
+    assert "mode" in result.stderr
+    config = write_yaml(tmp_path / "train.yaml", "mode: scene\nshot_frames: 6\n")
+    result = cinema("train", "video", dataset, "--base", "tiny", "-o", run, "--config", config, rc=2)
+    assert "multiple of 4" in result.stderr and "train.yaml" in result.stderr
+    assert not run.exists()
+
+    keyframe_run = tmp_path / "kf"
+    keyframe_run.mkdir()
+    (keyframe_run / "run.json").write_text(json.dumps({"family": "keyframes", "base": "tiny", "dataset": str(dataset)}))
+    before = snapshot(keyframe_run)
+    result = cinema("train", "video", dataset, "-o", keyframe_run, "--resume", rc=2)
+    assert snapshot(keyframe_run) == before
+
+
+def test_sparse_attention_under_autograd_matches_dense_masked_attention():
+    """The training path of the packed kernel (index gathers, not slices) gives the outputs
+    and gradients of dense attention under the pattern's mask (a reference only a test may
+    build), and the same outputs as the inference path."""
+    import torch
+
+    from cinema_cli.attention.layout import ShotLayout
+    from cinema_cli.attention.sparse import packed_attention
+
+    def attend(q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                                v.transpose(1, 2)).transpose(1, 2)
+
+    layout = ShotLayout.from_frames([3, 2, 2, 1], 4, 1)
+    segments = layout.self_segments()
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn((2, layout.length, 2, 8), generator=generator, requires_grad=True) for _ in range(3))
+    mask = torch.zeros((layout.length, layout.length), dtype=torch.bool)
+    for s in segments:
+        for a, b in s.keys:
+            mask[s.queries[0]:s.queries[1], a:b] = True
+    weights = torch.randn((2, layout.length, 2, 8), generator=generator)
+    sparse = packed_attention(q, k, v, segments, attend, budget=20)  # several calls per shape
+    (sparse * weights).sum().backward()
+    got = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    dense = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                             attn_mask=mask).transpose(1, 2)
+    (dense * weights).sum().backward()
+    assert torch.allclose(sparse, dense, atol=1e-5)
+    for a, b in zip(got, (q.grad, k.grad, v.grad)):
+        assert torch.allclose(a, b, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(packed_attention(q, k, v, segments, attend, budget=20), sparse, atol=1e-6)
