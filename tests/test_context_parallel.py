@@ -1,0 +1,97 @@
+"""Context parallelism: the scene processors split over 2 CPU processes (gloo, launched by
+torchrun as a render is) give the single-process answer, float32, atol 1e-5."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cinema_cli.attention.context_parallel import _merge, attend_with_lse, cut_keys, split_sizes
+from cinema_cli.attention.kernels import dispatch_attend
+from cinema_cli.attention.layout import Segment, ShotLayout
+from cinema_cli.attention.sparse import packed_attention
+from cinema_cli.errors import BadInput
+from cinema_cli.project.schema import ContextParallelSettings
+from cinema_cli.runtime.parallel import check_launch, check_tokens
+
+ATOL = 1e-5
+WORKER = Path(__file__).with_name("context_parallel_worker.py")
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("cp") / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(WORKER), str(out)],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("mode", ["ulysses", "ring"])
+def test_two_processes_equal_one(two_processes, mode):
+    """Sparse inter-shot self-attention and window cross-attention, on the even split and
+    diffusers' uneven (tensor_split) one, each cutting through a shot; and a whole tiny Wan
+    transformer, sparse and full, split by its own _cp_plan hooks."""
+    checks = [f"{kind} {mode}-{split}" for kind in ("self", "cross") for split in ("even", "uneven")]
+    checks += [f"transformer {mode} sparse", f"transformer {mode} full"]
+    if mode == "ulysses":  # the all-to-all is differentiable: input gradients equal too
+        checks += ["grad ulysses-even", "grad ulysses-uneven"]
+    for check in checks:
+        assert two_processes[check] <= ATOL, (check, two_processes[check])
+
+
+def test_a_ring_that_does_not_pass_kv_is_caught(two_processes):
+    # Each process keeping its own K/V slice must be far off, else the equality above proves nothing.
+    assert two_processes["no-exchange ring-even"] > 0.05
+    assert two_processes["ring refuses backward"] is True
+
+
+def test_ring_pieces_merge_to_the_whole_pattern():
+    """The ring's arithmetic in one process: the pattern solved against each K/V slice (key
+    runs cut to it) and merged by log-sum-exp is the pattern against all keys."""
+    layout = ShotLayout.from_frames([3, 1, 4], tokens_per_frame=2, own_summary_again=True)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, layout.length, 2, 8, generator=g) for _ in range(3))
+    expected = packed_attention(q, k, v, layout.self_segments(), dispatch_attend())
+    acc = torch.zeros(*q.shape[:3], 9)
+    acc[..., -1] = float("-inf")
+    for start, end in ((0, 5), (5, 6), (6, 16)):  # the middle slice: only summary tokens of shot 0
+        part = torch.zeros_like(acc)
+        part[..., -1] = float("-inf")
+        cut = cut_keys(layout.self_segments(), start, end)
+        packed_attention(q, k[:, start:end], v[:, start:end], cut, attend_with_lse, out=part)
+        _merge(acc, part)
+    torch.testing.assert_close(acc[..., :-1], expected, rtol=ATOL, atol=ATOL)
+
+
+def test_cut_keys_drops_segments_without_keys_there():
+    segments = [Segment((0, 4), ((0, 4), (10, 12))), Segment((4, 8), ((4, 8),))]
+    assert cut_keys(segments, 8, 16) == [Segment((0, 4), ((2, 4),))]
+
+
+def test_split_sizes_follow_diffusers_sharders():
+    assert split_sizes(27, 2, uneven=True) == (14, 13)
+    assert split_sizes(30, 3, uneven=False) == (10, 10, 10)
+    with pytest.raises(ValueError, match="divisible"):
+        split_sizes(27, 2, uneven=False)
+
+
+def test_settings_that_cannot_run_are_bad_input(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(BadInput, match="torchrun --nproc_per_node 2"):
+        check_launch(ContextParallelSettings(degree=2), "wan")
+    with pytest.raises(BadInput, match="tokens per latent frame"):
+        check_tokens(ContextParallelSettings(degree=4), 1558, 40, "wan")
+    with pytest.raises(BadInput, match="mode: ring"):
+        check_tokens(ContextParallelSettings(degree=3), 1560, 40, "wan")
+    check_tokens(ContextParallelSettings(degree=3, mode="ring"), 1560, 40, "wan")
