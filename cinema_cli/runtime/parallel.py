@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -50,6 +51,8 @@ def init_group(device: str) -> None:
 
     if dist.is_initialized():
         return
+    # diffusers' context-parallel gather calls a torch collective that torch deprecates: not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers.hooks.context_parallel")
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("cpu:gloo,cuda:nccl", timeout=WAIT)
@@ -111,15 +114,23 @@ def _device(device: str, rank: int):
     return torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
 
 
-def parallelize(transformers: list, cp: ContextParallelSettings, device: str, who: str) -> None:
-    """Context parallelism on each transformer of a freshly loaded pipeline (degree > 1)."""
+def parallelize(pipe, cp: ContextParallelSettings, device: str, who: str) -> None:
+    """Context parallelism on the transformers of a freshly loaded Wan pipeline (degree > 1).
+    A transformer without the scene processors (a plain clip) gets them with no scene set:
+    they run its dense self-attention through the same exchange."""
     if cp.degree == 1:
         return
+    from cinema_cli.attention.processors import SceneAttention, ShotSelfAttnProcessor, install_scene_attention
+
     check_launch(cp, who)
     init_group(device)
-    for transformer in transformers:
-        if transformer is not None:
-            enable_context_parallel(transformer, diffusers_config(cp), device)
+    for name in ("transformer", "transformer_2"):
+        transformer = getattr(pipe, name, None)
+        if transformer is None:
+            continue
+        if not any(isinstance(p, ShotSelfAttnProcessor) for p in transformer.attn_processors.values()):
+            install_scene_attention(transformer, SceneAttention())
+        enable_context_parallel(transformer, diffusers_config(cp), device)
 
 
 # ---------------------------------------------------------------- rank 0 leads, the others follow

@@ -29,6 +29,7 @@ from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings, Shot, Storyboard
 from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.parallel import lead, parallelize
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, StepProgress, shot_backends
@@ -198,6 +199,7 @@ class HolocineShots:
                 pipe = load_pretrained(WanPipeline, self.options.model, runtime, self.name,
                                        transformer=experts[0], transformer_2=experts[1])
             self._install(pipe)
+            parallelize(pipe, settings.cp, runtime.device, self.name)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
 
@@ -216,6 +218,7 @@ class HolocineShots:
         from cinema_cli.video.holocine_denoise import SceneJob, denoise_scene
         from cinema_cli.video.scene_denoise import global_prompt
 
+        lead(request.shots[0].runtime.cp, "render_group", request)
         pipe, runtime = self.pipeline(request.shots[0].runtime)
         first = request.shots[0]
         if any(shot.frames % 4 for shot in request.shots):

@@ -21,6 +21,7 @@ from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
 from cinema_cli.runtime.loading import load_pretrained, preflight_weights
 from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+from cinema_cli.runtime.parallel import parallelize
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan
@@ -123,6 +124,7 @@ class WanModel:
                 pipe = load_pretrained(cls, self.model, runtime, self.who)
             if self.on_load is not None:
                 self.on_load(pipe)
+            parallelize(pipe, settings.cp, runtime.device, self.who)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
 
