@@ -95,3 +95,28 @@ def test_settings_that_cannot_run_are_bad_input(monkeypatch):
     with pytest.raises(BadInput, match="mode: ring"):
         check_tokens(ContextParallelSettings(degree=3), 1560, 40, "wan")
     check_tokens(ContextParallelSettings(degree=3, mode="ring"), 1560, 40, "wan")
+
+
+def test_preflight_splits_a_long_scene_over_the_gpus_it_has():
+    """A HoloCine-size scene (241 frames at 480x832) on GPUs with a little too little free for
+    it: the preflight names the smallest split that fits; with it set, each GPU's share fits."""
+    from cinema_cli.errors import BackendError
+    from cinema_cli.runtime.memory import GiB, ModelSize, check_fits, need_bytes
+    from cinema_cli.runtime.parallel import possible_degrees
+    from cinema_cli.runtime.profiles import Runtime
+
+    wan_a14b = ModelSize(params={"transformer": 14_300_000_000, "transformer_2": 14_300_000_000,
+                                 "text_encoder": 5_700_000_000, "vae": 127_000_000},
+                         quantizable=("transformer", "transformer_2", "text_encoder"),
+                         hidden=5120, ffn=13824, layers=40, vae_channels=96)
+    runtime, tokens, pixels = Runtime("cuda", "bfloat16", offload="model"), 61 * 30 * 52, 480 * 832
+    one, two = need_bytes(wan_a14b, runtime, tokens, pixels), need_bytes(wan_a14b, runtime, tokens, pixels, cp=2)
+    assert two < one  # the weights on both GPUs, the block activations halved
+    free = (one + two) // 2
+    degrees = possible_degrees(ContextParallelSettings(), 30 * 52, 40, gpus=8)
+    assert degrees == (2, 4, 5, 8)  # 40 heads, 1560 tokens a frame: Ulysses over 3, 6 or 7 cannot split them
+    with pytest.raises(BackendError, match=r"split over 2 GPUs it needs about .* GiB on each .*cinema render --cp 2"):
+        check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 1, degrees)
+    check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 2, degrees)  # the split fits
+    with pytest.raises(BackendError, match="runtime: {offload: group"):  # one GPU: a leaner profile instead
+        check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 1, ())

@@ -25,6 +25,12 @@ from cinema_cli.project.schema import ContextParallelSettings
 WAIT = datetime.timedelta(hours=24)
 
 
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
 def world() -> tuple[int, int]:
     """(rank, world size) of this process as torchrun set them; (0, 1) when not launched so."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -69,6 +75,12 @@ def diffusers_config(cp: ContextParallelSettings):
     if cp.mode == "ulysses":
         return ContextParallelConfig(ulysses_degree=cp.degree)
     return ContextParallelConfig(ring_degree=cp.degree)
+
+
+def possible_degrees(cp: ContextParallelSettings, tokens_per_frame: int, heads: int | None, gpus: int) -> tuple[int, ...]:
+    """The degrees up to `gpus` this model and resolution can be split over (`check_tokens`)."""
+    return tuple(d for d in range(2, gpus + 1) if not tokens_per_frame % d
+                 and (cp.mode == "ring" or heads is None or not heads % d))
 
 
 def check_tokens(cp: ContextParallelSettings, tokens_per_frame: int, heads: int | None, who: str) -> None:

@@ -117,7 +117,26 @@ class HolocineShots:
 
             for path in self._dit_files().values():
                 check_file(path, config, self.name)
+        self._check_split(plan, runtime, config)
         return notices
+
+    def _check_split(self, plan: RenderPlan, runtime: Runtime, config: dict | None) -> None:
+        """Context parallelism that divides this scene's tokens, and (on CUDA, real weights)
+        the memory of one GPU, or of each when the scene is split: see runtime.memory."""
+        from cinema_cli.runtime.parallel import check_tokens, gpu_count, possible_degrees
+
+        per_frame = (plan.height // MULTIPLE) * (plan.width // MULTIPLE)
+        heads = config.get("num_attention_heads") if config else None
+        check_tokens(plan.runtime.cp, per_frame, heads, self.name)
+        folder = self._base_folder()
+        if runtime.device != "cuda" or folder is None:
+            return
+        from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+
+        size = model_size(folder)
+        tokens = (1 + max(plan.frames, default=0) // 4) * per_frame  # latent frames of the longest group
+        check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.name, plan.runtime.cp.degree,
+                   possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
 
     # ------------------------------------------------------------ loading
 
