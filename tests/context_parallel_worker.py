@@ -1,7 +1,9 @@
 """One process of test_context_parallel's 2-process gloo run (torchrun). Every check runs the
 same inputs on every process: the single-process answer is computed locally, then the
 context-parallel one from this process's slice, gathered, and compared (float32, atol 1e-5).
-Rank 0 writes the maximum differences to the JSON file named by argv[1]."""
+Rank 0 writes the maximum differences to the JSON file named by argv[1]. Then both run
+`cinema render --cp 2 --json -p argv[2]` as torchrun's `-m cinema_cli render` would (rank 0
+prints the report; the test compares its shots with a one-process render)."""
 
 from __future__ import annotations
 
@@ -132,11 +134,19 @@ def main() -> None:
     for mode in ("ulysses", "ring"):
         for uneven in (False, True):
             processors_check(attn, mode, uneven, results)
-        transformer_check(mode, True, results)
-        transformer_check(mode, False, results)  # diffusers' own processor path (the full variant)
+    # Whole models with the ring (Ulysses: the render below, whose shots must match byte for byte).
+    transformer_check("ring", True, results)
+    transformer_check("ring", False, results)  # dense self-attention (the full variant) through the ring
     if dist.get_rank() == 0:
         with open(sys.argv[1], "w") as out:
             json.dump(results, out)
+    from cinema_cli.cli.app import app
+
+    try:
+        app(["render", "--cp", "2", "--json", "-p", sys.argv[2]])
+    except SystemExit as done:
+        if done.code:
+            raise
     dist.destroy_process_group()
 
 

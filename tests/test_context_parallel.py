@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from conftest import manifest_records
 
 from cinema_cli.attention.context_parallel import _merge, attend_with_lse, cut_keys, split_sizes
 from cinema_cli.attention.kernels import dispatch_attend
@@ -26,15 +29,31 @@ WORKER = Path(__file__).with_name("context_parallel_worker.py")
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("cp") / "results.json"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
+    """The one 2-process launch: the attention checks, then `render --cp 2` of a tiny HoloCine
+    project, while this process renders a copy of it alone."""
+    from cinema_cli.pipeline import Pipeline
+    from cinema_cli.project.project import Project
+
+    folder = tmp_path_factory.mktemp("cp")
+    root = tiny_holocine_project(folder)
+    single = folder / "single"
+    shutil.copytree(root, single)
+    out = folder / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    proc = subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(WORKER), str(out)],
-        capture_output=True, text=True, env=env, timeout=180,
+         str(WORKER), str(out), str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(out.read_text())
+    try:
+        Pipeline(Project.open(single)).run()
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-4000:]
+    reports = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return {**json.loads(out.read_text()), "render": reports, "root": root, "single": single}
 
 
 @pytest.mark.parametrize("mode", ["ulysses", "ring"])
@@ -43,7 +62,8 @@ def test_two_processes_equal_one(two_processes, mode):
     diffusers' uneven (tensor_split) one, each cutting through a shot; and a whole tiny Wan
     transformer, sparse and full, split by its own _cp_plan hooks."""
     checks = [f"{kind} {mode}-{split}" for kind in ("self", "cross") for split in ("even", "uneven")]
-    checks += [f"transformer {mode} sparse", f"transformer {mode} full"]
+    if mode == "ring":
+        checks += ["transformer ring sparse", "transformer ring full"]
     if mode == "ulysses":  # the all-to-all is differentiable: input gradients equal too
         checks += ["grad ulysses-even", "grad ulysses-uneven"]
     for check in checks:
@@ -120,3 +140,55 @@ def test_preflight_splits_a_long_scene_over_the_gpus_it_has():
     check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 2, degrees)  # the split fits
     with pytest.raises(BackendError, match="runtime: {offload: group"):  # one GPU: a leaner profile instead
         check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 1, ())
+
+
+# ---------------------------------------------------------------- cinema render --cp
+
+
+def tiny_holocine_project(parent: Path) -> Path:
+    """One scene of two shots for the tiny HoloCine preset (64x64: 16 tokens a latent frame)."""
+    from test_render import cinema
+
+    cinema("new", "film", cwd=parent)
+    root = parent / "film"
+    script = {"title": "Pier", "style": "flat colours", "characters": [{"name": "Ada", "description": "a red coat"}],
+              "scenes": [{"id": "pier", "location": "a pier", "time": "dawn", "beats": [
+                  {"text": "<Ada> waves", "duration": 1.0}, {"text": "<Ada> runs", "duration": 0.5}]}]}
+    (root / "script.yaml").write_text(yaml.safe_dump(script, sort_keys=False))
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config.update(resolution={"width": 64, "height": 64}, fps=8, shot_seconds=1.0, keyframes={"backend": "sketch"},
+                  video={"backend": "holocine", "options": {"model": "tiny", "dit": None, "variant": "sparse",
+                                                            "steps": 1, "guidance": 1.0}})
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def test_render_cp_2_makes_the_single_process_shots(two_processes):
+    """`-m cinema_cli render --cp 2` in 2 torchrun processes (Ulysses, gloo): one report (rank
+    0's), and shots byte-identical to a one-process render (the same kernel per head); only
+    rank 0 wrote the project."""
+    root, single = two_processes["root"], two_processes["single"]
+    assert len(two_processes["render"]) == 1, two_processes["render"]
+    report = two_processes["render"][0]
+    assert report["ok"] and report["rebuilt"]["shots"] == ["s01", "s02"], report
+    for shot in ("s01", "s02"):
+        assert (root / "shots" / f"{shot}.mp4").read_bytes() == (single / "shots" / f"{shot}.mp4").read_bytes()
+    assert manifest_records(root)["shots"].keys() == manifest_records(single)["shots"].keys()
+    assert sorted(p.name for p in (root / "shots").iterdir()) == ["s01.mp4", "s02.mp4"]
+
+
+def test_bad_cp_settings_are_refused_and_change_nothing(tmp_path):
+    from test_render import cinema
+
+    from cinema_cli.project.project import Project
+
+    root = tiny_holocine_project(tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    result = cinema("render", "--cp", "2", "--cp-mode", "sideways", cwd=root, rc=2)
+    assert "--cp-mode: Input should be 'ulysses' or 'ring'" in result.stderr, result.stderr
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config["runtime"] = {"cp": {"degree": 0}}
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(BadInput, match=r"cinema.yaml:\d+: runtime.cp.degree"):
+        Project.open(root).config  # noqa: B018
