@@ -498,6 +498,35 @@ def bench_attention(
         output.out.print("  ".join(f"{row[c]!s:>{max(len(c), 8)}}" for c in columns))
 
 
+@bench_app.command("cp")
+def bench_cp(
+    degree: int = typer.Option(2, "--cp", min=2, max=64, help="Processes the scene is split over."),
+    shots: int = typer.Option(8, min=1, help="Shots of 5 latent frames in the scene."),
+    tokens: int = typer.Option(96, min=1, help="Tokens per latent frame (1560 is 480x832)."),
+    repeats: int = typer.Option(3, min=1, help="Timed runs per process; the best counts."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Context parallelism: one scene's sparse self-attention split over N processes
+    (Ulysses, ring) against one process: time, tokens/s and peak memory per process."""
+    from cinema_cli.bench.cp import run_cp_bench
+
+    try:
+        report = run_cp_bench(degree, shots, tokens, repeats)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json(report)
+        return
+    single = report["single"]
+    output.out.print(f"single: {single['seconds']} s, {single['tokens_per_second']} tokens/s, {single['peak_mb']} MB")
+    for mode, result in report["modes"].items():
+        for rank in result["ranks"]:
+            output.out.print(f"{mode} rank {rank['rank']}: {rank['seconds']} s, {rank['tokens_per_second']} tokens/s, "
+                             f"{rank['peak_mb']} MB")
+        output.out.print(f"{mode}: speedup {result['speedup']}, peak per rank / single "
+                         f"{result['peak_mb_per_rank_over_single']}")
+
+
 finishing.register(app, eval_app)  # board, export, eval cuts
 machine.register(app, bench_app)  # doctor, bench keyframes
 memory_commands.register(eval_app, bench_app)  # eval retrieval, bench memory
