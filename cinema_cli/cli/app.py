@@ -315,12 +315,14 @@ def render_context_parallel(targets: list[Optional[Path]], json_mode: bool, cp: 
         if settings.degree > 1:
             parallel_render.start_group(settings, proj.config.runtime.device)
     except CinemaError as err:
-        raise fail(err, json_mode) from None
+        fail(err, json_mode)
+        return parallel_render.report_exit(err.exit_code)
     if settings.degree > 1 and world()[0] > 0:
         parallel_render.follow(proj)
         return 0
     with parallel_render.leading():
-        return render_one(targets[0], json_mode, False, project=proj)
+        code = render_one(targets[0], json_mode, False, project=proj)
+    return parallel_render.report_exit(code)
 
 
 @app.command()

@@ -11,9 +11,12 @@ the project read-only, build the same video backend and follow rank 0's calls.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -21,6 +24,8 @@ from cinema_cli.errors import BadInput
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import ContextParallelSettings
 from cinema_cli.runtime import parallel
+
+EXIT_CODE_FILE = "CINEMA_CP_EXIT_CODE_FILE"
 
 
 def with_cp(project: Project, degree: int | None, mode: str | None) -> ContextParallelSettings:
@@ -42,10 +47,24 @@ def needs_launch(cp: ContextParallelSettings) -> bool:
 
 
 def launch(cp: ContextParallelSettings, args: list[str]) -> int:
-    """This render again under torchrun with `cp.degree` processes; their exit code."""
+    """This render again under torchrun with `cp.degree` processes; rank 0's exit code
+    (torchrun's own is 1 for any failure, and bad input must still exit 2)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
                str(cp.degree), "-m", "cinema_cli", *args]
-    return subprocess.run(command).returncode
+    with tempfile.TemporaryDirectory(prefix="cinema-cp-") as folder:
+        code_file = Path(folder) / "exit-code"
+        returncode = subprocess.run(command, env={**os.environ, EXIT_CODE_FILE: str(code_file)}).returncode
+        return int(code_file.read_text()) if code_file.is_file() else returncode
+
+
+def report_exit(code: int) -> int:
+    """The exit code for this process: on rank 0 under `launch`, `code` is left for it and
+    the process exits 0 (torchrun would print its own traceback for a failed rank)."""
+    path = os.environ.get(EXIT_CODE_FILE)
+    if path and parallel.world()[0] == 0:
+        Path(path).write_text(str(code))
+        return 0
+    return code
 
 
 def start_group(cp: ContextParallelSettings, device_setting: str) -> None:
