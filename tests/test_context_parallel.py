@@ -121,7 +121,7 @@ def test_preflight_splits_a_long_scene_over_the_gpus_it_has():
     """A HoloCine-size scene (241 frames at 480x832) on GPUs with a little too little free for
     it: the preflight names the smallest split that fits; with it set, each GPU's share fits."""
     from cinema_cli.errors import BackendError
-    from cinema_cli.runtime.memory import GiB, ModelSize, check_fits, need_bytes
+    from cinema_cli.runtime.memory import ModelSize, check_fits, need_bytes
     from cinema_cli.runtime.parallel import possible_degrees
     from cinema_cli.runtime.profiles import Runtime
 

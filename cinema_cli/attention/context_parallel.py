@@ -59,8 +59,8 @@ class ContextSplit:
     ulysses: int
     ring_rank: int
     ulysses_rank: int
-    ring_group: object = None
-    ulysses_group: object = None
+    ring_group: object
+    ulysses_group: object
 
     @classmethod
     def of(cls, cp, total: int) -> ContextSplit:
@@ -99,7 +99,8 @@ def _sequence_to_heads(x: torch.Tensor, split: ContextSplit) -> torch.Tensor:
     """(B, own tokens, H, D) -> (B, group tokens, H/U, D): head group j goes to process j."""
     batch, tokens, heads, dim = x.shape
     u = split.ulysses
-    send = x.reshape(batch, tokens, u, heads // u, dim).permute(2, 1, 0, 3, 4).reshape(u * tokens, batch, heads // u, dim)
+    send = x.reshape(batch, tokens, u, heads // u, dim).permute(2, 1, 0, 3, 4)
+    send = send.reshape(u * tokens, batch, heads // u, dim)
     sizes = split.group_sizes
     recv = x.new_empty(sum(sizes), batch, heads // u, dim)
     dist.all_to_all_single(recv, send.contiguous(), sizes, [tokens] * u, group=split.ulysses_group)
@@ -114,7 +115,8 @@ def _heads_to_sequence(y: torch.Tensor, split: ContextSplit) -> torch.Tensor:
     tokens = sizes[split.ulysses_rank]
     recv = y.new_empty(u * tokens, batch, local_heads, dim)
     dist.all_to_all_single(recv, y.permute(1, 0, 2, 3).contiguous(), [tokens] * u, sizes, group=split.ulysses_group)
-    return recv.reshape(u, tokens, batch, local_heads, dim).permute(2, 1, 0, 3, 4).reshape(batch, tokens, u * local_heads, dim)
+    out = recv.reshape(u, tokens, batch, local_heads, dim).permute(2, 1, 0, 3, 4)
+    return out.reshape(batch, tokens, u * local_heads, dim)
 
 
 class _SequenceToHeads(torch.autograd.Function):
@@ -158,7 +160,8 @@ def cut_keys(segments: Sequence[Segment], start: int, end: int) -> list[Segment]
     segments left without keys are dropped."""
     cut = []
     for segment in segments:
-        keys = tuple((max(a, start) - start, min(b, end) - start) for a, b in segment.keys if min(b, end) > max(a, start))
+        keys = tuple((max(a, start) - start, min(b, end) - start)
+                     for a, b in segment.keys if min(b, end) > max(a, start))
         if keys:
             cut.append(Segment(segment.queries, keys))
     return cut
@@ -192,9 +195,9 @@ def _exchange(kv: torch.Tensor, split: ContextSplit, step: int) -> tuple[torch.T
     ring, rank = split.ring, split.ring_rank
     start, end = split.ring_slice((rank - step - 1) % ring)
     recv = kv.new_empty((kv.shape[0], kv.shape[1], end - start, *kv.shape[3:]))
-    peer = (lambda r: dist.get_global_rank(split.ring_group, r)) if split.ring_group is not None else (lambda r: r)
-    ops = [dist.P2POp(dist.isend, kv.contiguous(), peer((rank + 1) % ring), split.ring_group),
-           dist.P2POp(dist.irecv, recv, peer((rank - 1) % ring), split.ring_group)]
+    group = split.ring_group
+    ops = [dist.P2POp(dist.isend, kv.contiguous(), dist.get_global_rank(group, (rank + 1) % ring), group),
+           dist.P2POp(dist.irecv, recv, dist.get_global_rank(group, (rank - 1) % ring), group)]
     return recv, dist.batch_isend_irecv(ops)
 
 

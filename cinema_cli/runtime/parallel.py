@@ -77,7 +77,8 @@ def diffusers_config(cp: ContextParallelSettings):
     return ContextParallelConfig(ring_degree=cp.degree)
 
 
-def possible_degrees(cp: ContextParallelSettings, tokens_per_frame: int, heads: int | None, gpus: int) -> tuple[int, ...]:
+def possible_degrees(cp: ContextParallelSettings, tokens_per_frame: int, heads: int | None,
+                     gpus: int) -> tuple[int, ...]:
     """The degrees up to `gpus` this model and resolution can be split over (`check_tokens`)."""
     return tuple(d for d in range(2, gpus + 1) if not tokens_per_frame % d
                  and (cp.mode == "ring" or heads is None or not heads % d))
@@ -112,7 +113,7 @@ def enable_context_parallel(transformer, config, device: str) -> None:
     parallel = ParallelConfig(context_parallel_config=config)
     mesh = init_device_mesh(device, config.mesh_shape, mesh_dim_names=config.mesh_dim_names)
     rank = dist.get_rank()
-    parallel.setup(rank, dist.get_world_size(), _device(device, rank), mesh=mesh)
+    parallel.setup(rank, dist.get_world_size(), _device(device), mesh=mesh)
     transformer._parallel_config = parallel
     for processor in transformer.attn_processors.values():
         if hasattr(processor, "_parallel_config"):
@@ -120,7 +121,7 @@ def enable_context_parallel(transformer, config, device: str) -> None:
     apply_context_parallel(transformer, config, transformer._cp_plan)
 
 
-def _device(device: str, rank: int):
+def _device(device: str):
     import torch
 
     return torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")

@@ -102,8 +102,8 @@ class WanModel:
         if runtime.device == "cuda":
             size = model_size(folder)
             tokens = max(latent_frames(f) for f in plan.frames) * per_frame
-            check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.who, plan.runtime.cp.degree,
-                       possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
+            check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.who,
+                       plan.runtime.cp.degree, possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
         return notices
 
     def _check_size(self, plan: RenderPlan, multiple: int) -> None:
