@@ -9,8 +9,9 @@ as the negative prompt) they hand over to diffusers' own processor unchanged.
 
 diffusers' configuration keeps working: `set_attention_backend` sets `_attention_backend`,
 which the per-segment dense calls use; under context parallelism (`enable_parallelism`,
-which sets `_parallel_config`) each process holds a slice of the video tokens, so the
-self-attention gathers K/V from the group and each process answers its own queries.
+which sets `_parallel_config`) each process holds a slice of the video tokens: the
+self-attention exchanges heads or K/V slices with the group (Ulysses or ring, see
+`context_parallel`), the window cross-attention needs nothing (the prompt is whole everywhere).
 """
 
 from __future__ import annotations
@@ -84,46 +85,53 @@ class _SceneProcessor:
     def _context_parallel(self):
         return self._parallel_config.context_parallel_config if self._parallel_config is not None else None
 
-    def _local_start(self, local: int, total: int) -> int:
-        """Where this process's slice of the video tokens starts in the whole sequence."""
+    def _split(self, local: int, total: int):
+        """How the scene's `total` video tokens are split across the context-parallel group
+        (None without one), checked against the `local` tokens this process was given."""
         cp = self._context_parallel()
         if cp is None:
             if local != total:
                 raise ValueError(f"the scene layout has {total} video tokens, the model got {local}")
-            return 0
-        mesh = cp._flattened_mesh
-        rank = torch.distributed.get_rank(mesh.get_group())
-        # Split as diffusers' sharders split: tensor_split for "anything", chunk otherwise.
-        index = torch.arange(total)
-        uneven = cp.ulysses_anything or cp.ring_anything
-        parts = index.tensor_split(mesh.size()) if uneven else index.chunk(mesh.size())
-        return int(parts[rank][0])
+            return None
+        from cinema_cli.attention.context_parallel import ContextSplit
 
-    def _whole(self, x: torch.Tensor) -> torch.Tensor:
-        """The whole sequence of K or V from the slices the context-parallel group holds."""
-        cp = self._context_parallel()
-        if cp is None:
-            return x
-        from diffusers.hooks.context_parallel import EquipartitionSharder, PartitionAnythingSharder
-
-        if cp.ulysses_anything or cp.ring_anything:
-            return PartitionAnythingSharder.unshard_anything(x, 1, cp._flattened_mesh)
-        return EquipartitionSharder.unshard(x, 1, cp._flattened_mesh)
+        split = ContextSplit.of(cp, total)
+        start, end = split.own
+        if end - start != local:
+            raise ValueError(f"context parallelism: this process holds {local} of the scene's {total} video "
+                             f"tokens, its split says {end - start}")
+        return split
 
 
 class ShotSelfAttnProcessor(_SceneProcessor):
     """Sparse inter-shot self-attention: dense within a shot, plus the summary tokens (the
-    first latent frame) of every other shot."""
+    first latent frame) of every other shot.
+
+    Under context parallelism dense self-attention (no layout, one shot, the full variant)
+    runs here too, as the pattern of one segment: diffusers' own ring attention needs a
+    kernel returning log-sum-exp, which its native (SDPA) backend is not."""
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
         shots = self.scene.shots
-        if shots is None or shots.shots == 1 or not self.scene.sparse_self or attention_mask is not None:
+        dense = shots is None or shots.shots == 1 or not self.scene.sparse_self
+        if attention_mask is not None or (dense and self._context_parallel() is None):
             return self._hand_over(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         query, key, value = self._project(attn, hidden_states, None, rotary_emb)
-        start = self._local_start(query.shape[1], shots.length)
-        key, value = self._whole(key), self._whole(value)
-        segments = local_segments(shots.self_segments(), start, start + query.shape[1])
-        return self._finish(attn, self._solve(query, key, value, segments), query)
+        total = self._total(query.shape[1]) if shots is None else shots.length
+        segments = [Segment((0, total), ((0, total),))] if dense else shots.self_segments()
+        split = self._split(query.shape[1], total)
+        if split is None:
+            return self._finish(attn, self._solve(query, key, value, segments), query)
+        from cinema_cli.attention.context_parallel import context_parallel_attention
+
+        return self._finish(attn, context_parallel_attention(query, key, value, segments, split, self._solve), query)
+
+    def _total(self, local: int) -> int:
+        """The whole sequence's length when no layout says it (a plain clip): the even split's."""
+        cp = self._context_parallel()
+        if cp.ulysses_anything or cp.ring_anything:
+            raise ValueError("a clip without a scene layout needs the even context-parallel split")
+        return local * cp.ring_degree * cp.ulysses_degree
 
 
 class ShotCrossAttnProcessor(_SceneProcessor):
@@ -142,8 +150,10 @@ class ShotCrossAttnProcessor(_SceneProcessor):
             raise ValueError(
                 f"the scene prompt layout has {prompts.length} tokens, the model got {encoder_hidden_states.shape[1]}"
             )
+        # Every process holds the whole prompt: its own video tokens need no exchange.
         query, key, value = self._project(attn, hidden_states, encoder_hidden_states, None)
-        start = self._local_start(query.shape[1], shots.length)
+        split = self._split(query.shape[1], shots.length)
+        start = split.own[0] if split is not None else 0
         segments = local_segments(prompts.window_segments(shots), start, start + query.shape[1])
         return self._finish(attn, self._solve(query, key, value, segments), query)
 

@@ -44,16 +44,18 @@ def _chunks(segments: Sequence[Segment], budget: int) -> Iterator[list[Segment]]
 
 def packed_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Sequence[Segment], attend: Attend,
-    budget: int | None = None,
+    budget: int | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Each segment's queries attend to its key runs; one `attend` call per chunk of
-    segments of one shape, stacked along the batch. Queries outside every segment are zero."""
+    segments of one shape, stacked along the batch. Queries outside every segment are zero
+    (or, when `out` is given, what it held: the answers are written into it)."""
     batch = q.shape[0]
     budget = budget or k.shape[1]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+    if out is None and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return _packed_attention_for_training(q, k, v, segments, attend, budget)
-    covered = sum(s.queries[1] - s.queries[0] for s in segments) == q.shape[1]  # runs are disjoint
-    out = torch.empty_like(q) if covered else torch.zeros_like(q)
+    if out is None:
+        covered = sum(s.queries[1] - s.queries[0] for s in segments) == q.shape[1]  # runs are disjoint
+        out = torch.empty_like(q) if covered else torch.zeros_like(q)
     shapes: dict[tuple[int, int], list[Segment]] = {}
     for segment in segments:
         shape = (segment.queries[1] - segment.queries[0], segment.key_length)

@@ -241,37 +241,88 @@ def render(
         None, "-p", "--project", help="Project folder; repeat to render several in turn."
     ),
     json_mode: bool = JsonOpt,
+    cp: Optional[int] = typer.Option(
+        None, "--cp", min=1, max=64,
+        help="Split each scene's (or shot's) transformer passes over N processes, one GPU each "
+             "(context parallelism; runtime.cp.degree in cinema.yaml). Starts itself under torchrun.",
+    ),
+    cp_mode: Optional[str] = typer.Option(
+        None, "--cp-mode", help="ulysses (exchanges heads; default) or ring (passes K/V; less memory)."
+    ),
 ) -> None:
     """Build whatever is stale: story -> keyframes -> shots -> film.mp4.
 
     With several -p, renders each in turn, keeps going past a failed one, prints one
     JSON object per project with --json, and exits non-zero if any failed.
 
-    Examples: cinema render | cinema render -p films/a -p films/b --json
+    Examples: cinema render | cinema render -p films/a -p films/b --json | cinema render --cp 2
     """
     targets: list[Optional[Path]] = list(project) if project else [None]
+    if cp is not None or cp_mode is not None or configured_cp(targets) > 1:
+        raise typer.Exit(render_context_parallel(targets, json_mode, cp, cp_mode))
     exit_code = 0
     for target in targets:
-        label = str(target) if target is not None else str(Path.cwd())
-        try:
-            try:
-                result = run_stages(target, "film", json_mode)
-            except OSError as os_err:  # a read-only folder, a full disk: this project fails, the batch goes on
-                raise CinemaError(disk_error(os_err)) from None
-        except CinemaError as err:
-            exit_code = exit_code or err.exit_code
-            if json_mode:
-                output.print_json(result_json(label, None, err))
-            else:
-                output.error(f"{label}: {err}" if len(targets) > 1 else str(err))
-            continue
-        if json_mode:
-            output.print_json(result_json(label, result))
-        else:
-            if len(targets) > 1:
-                output.out.print(output.shown(label), style="bold")
-            print_result(result)
+        exit_code = render_one(target, json_mode, len(targets) > 1) or exit_code
     raise typer.Exit(exit_code)
+
+
+def render_one(target: Optional[Path], json_mode: bool, several: bool, project: Optional[Project] = None) -> int:
+    """Render one project and print its result; its exit code."""
+    label = str(target) if target is not None else str(Path.cwd())
+    try:
+        try:
+            result = run_stages(target, "film", json_mode, project=project)
+        except OSError as os_err:  # a read-only folder, a full disk: this project fails, the batch goes on
+            raise CinemaError(disk_error(os_err)) from None
+    except CinemaError as err:
+        if json_mode:
+            output.print_json(result_json(label, None, err))
+        else:
+            output.error(f"{label}: {err}" if several else str(err))
+        return err.exit_code
+    if json_mode:
+        output.print_json(result_json(label, result))
+    else:
+        if several:
+            output.out.print(output.shown(label), style="bold")
+        print_result(result)
+    return 0
+
+
+def configured_cp(targets: list[Optional[Path]]) -> int:
+    """cinema.yaml's runtime.cp.degree of a single project (1 when unreadable: render says why)."""
+    if len(targets) != 1:
+        return 1
+    try:
+        return open_project(targets[0]).config.runtime.cp.degree
+    except CinemaError:
+        return 1
+
+
+def render_context_parallel(targets: list[Optional[Path]], json_mode: bool, cp: Optional[int],
+                            cp_mode: Optional[str]) -> int:
+    """`render --cp N`: start N processes, or, as one of them, lead (rank 0) or follow."""
+    from cinema_cli.pipeline import parallel_render
+    from cinema_cli.runtime.parallel import world
+
+    try:
+        if len(targets) > 1:
+            raise BadInput("render --cp renders one project at a time; give one -p")
+        proj = open_project(targets[0])
+        settings = parallel_render.with_cp(proj, cp, cp_mode)
+        if parallel_render.needs_launch(settings):
+            return parallel_render.launch(settings, sys.argv[1:])
+        if settings.degree > 1:
+            parallel_render.start_group(settings, proj.config.runtime.device)
+    except CinemaError as err:
+        fail(err, json_mode)
+        return parallel_render.report_exit(err.exit_code)
+    if settings.degree > 1 and world()[0] > 0:
+        parallel_render.follow(proj)
+        return 0
+    with parallel_render.leading():
+        code = render_one(targets[0], json_mode, False, project=proj)
+    return parallel_render.report_exit(code)
 
 
 @app.command()
@@ -447,6 +498,35 @@ def bench_attention(
     output.out.print("  ".join(f"{c:>{max(len(c), 8)}}" for c in columns))
     for row in rows:
         output.out.print("  ".join(f"{row[c]!s:>{max(len(c), 8)}}" for c in columns))
+
+
+@bench_app.command("cp")
+def bench_cp(
+    degree: int = typer.Option(2, "--cp", min=2, max=64, help="Processes the scene is split over."),
+    shots: int = typer.Option(8, min=1, help="Shots of 5 latent frames in the scene."),
+    tokens: int = typer.Option(96, min=1, help="Tokens per latent frame (1560 is 480x832)."),
+    repeats: int = typer.Option(3, min=1, help="Timed runs per process; the best counts."),
+    json_mode: bool = JsonOpt,
+) -> None:
+    """Context parallelism: one scene's sparse self-attention split over N processes
+    (Ulysses, ring) against one process: time, tokens/s and peak memory per process."""
+    from cinema_cli.bench.cp import run_cp_bench
+
+    try:
+        report = run_cp_bench(degree, shots, tokens, repeats)
+    except CinemaError as err:
+        raise fail(err, json_mode) from None
+    if json_mode:
+        output.print_json(report)
+        return
+    single = report["single"]
+    output.out.print(f"single: {single['seconds']} s, {single['tokens_per_second']} tokens/s, {single['peak_mb']} MB")
+    for mode, result in report["modes"].items():
+        for rank in result["ranks"]:
+            output.out.print(f"{mode} rank {rank['rank']}: {rank['seconds']} s, {rank['tokens_per_second']} tokens/s, "
+                             f"{rank['peak_mb']} MB")
+        output.out.print(f"{mode}: speedup {result['speedup']}, peak per rank / single "
+                         f"{result['peak_mb_per_rank_over_single']}")
 
 
 finishing.register(app, eval_app)  # board, export, eval cuts

@@ -42,11 +42,13 @@ def open_project(path: Optional[Path]) -> Project:
 
 
 def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, force=(), force_story=False,
-               story_backend: Optional[str] = None, assemble_overrides: Optional[dict] = None) -> RenderResult:
+               story_backend: Optional[str] = None, assemble_overrides: Optional[dict] = None,
+               project: Optional[Project] = None) -> RenderResult:
     """Validate, lock, and run the stages up to `until`; the shared body of story, plan,
-    render, assemble and shot --regen."""
+    render, assemble and shot --regen. `project`: one already opened (with settings for this run)."""
     # Every project file is validated before the lock (or anything else) is written.
-    pipeline = Pipeline(open_project(project_dir), story_backend=story_backend, assemble_overrides=assemble_overrides)
+    pipeline = Pipeline(project or open_project(project_dir), story_backend=story_backend,
+                        assemble_overrides=assemble_overrides)
     return run_pipeline(pipeline, until, json_mode, force=force, force_story=force_story)
 
 

@@ -72,6 +72,15 @@ class AssembleSettings(Strict):
     music_fade_seconds: float = Field(2.0, ge=0, le=30)
 
 
+class ContextParallelSettings(Strict):
+    """One scene's transformer passes split over `degree` processes (GPUs), launched by
+    torchrun: Ulysses exchanges attention heads (the heads must divide by the degree),
+    ring passes K/V slices around (any head count, less memory, inference only)."""
+
+    degree: int = Field(1, ge=1, le=64)
+    mode: Literal["ulysses", "ring"] = "ulysses"
+
+
 class RuntimeSettings(Strict):
     """How GPU models run (a runtime profile); cinema_cli/runtime resolves and applies it."""
 
@@ -86,6 +95,8 @@ class RuntimeSettings(Strict):
     quantize: Literal["none", "int8", "nf4"] = "none"
     # torch.compile of the repeated transformer blocks (regional compilation).
     compile: bool = False
+    # Context parallelism for long scenes (`cinema render --cp N` sets it for one run).
+    cp: ContextParallelSettings = Field(default_factory=ContextParallelSettings)
 
 
 class MemorySettings(Strict):

@@ -45,34 +45,53 @@ def _bytes_per_param(runtime: Runtime, quantized: bool) -> float:
     return 4.0 if runtime.dtype == "float32" else 2.0
 
 
-def need_bytes(size: ModelSize, runtime: Runtime, tokens: int, pixels: int) -> int:
-    """Estimated peak GPU memory to denoise `tokens` transformer tokens and decode frames
-    of `pixels` pixels with this profile."""
+def weights_bytes(size: ModelSize, runtime: Runtime) -> float:
+    """The weights resident on a GPU with this profile's offload."""
     weights = {
         name: count * _bytes_per_param(runtime, name in size.quantizable) for name, count in size.params.items()
     }
     if runtime.offload == "none":
-        resident = sum(weights.values())
-    elif runtime.offload == "model":
-        resident = max(weights.values())
-    else:  # group / sequential: a block or two of the largest model at a time
-        resident = 2 * max(weights.values()) / max(size.layers, 1)
+        return sum(weights.values())
+    if runtime.offload == "model":
+        return max(weights.values())
+    return 2 * max(weights.values()) / max(size.layers, 1)  # group / sequential: a block or two at a time
+
+
+def need_bytes(size: ModelSize, runtime: Runtime, tokens: int, pixels: int, cp: int = 1) -> int:
+    """Estimated peak GPU memory to denoise `tokens` transformer tokens and decode frames
+    of `pixels` pixels with this profile, on each of `cp` context-parallel GPUs: the
+    weights and the VAE decode on every GPU, a block's activations split `cp` ways (plus
+    the exchange buffers: Q/K/V sent and received, or two K/V slices of the ring)."""
+    resident = weights_bytes(size, runtime)
     act_bytes = 4 if runtime.dtype == "float32" else 2
-    block = tokens * (size.ffn + 6 * size.hidden) * act_bytes
+    local = -(-tokens // cp)
+    block = local * (size.ffn + 6 * size.hidden + (6 * size.hidden if cp > 1 else 0)) * act_bytes
     decode = min(pixels, TILE_PIXELS) if runtime.vae_tiling else pixels
     vae = decode * size.vae_frames * VAE_LIVE_MAPS * size.vae_channels * act_bytes
     return int(resident + max(block, vae) + RESERVE)
 
 
-def check_fits(size: ModelSize, runtime: Runtime, tokens: int, pixels: int, free: int, who: str) -> None:
-    """Stop before loading when the profile will not fit in `free` bytes; name one that would."""
-    need = need_bytes(size, runtime, tokens, pixels)
+def check_fits(size: ModelSize, runtime: Runtime, tokens: int, pixels: int, free: int, who: str,
+               cp: int = 1, degrees: tuple[int, ...] = ()) -> None:
+    """Stop before loading when the profile will not fit in `free` bytes (per GPU, split
+    over `cp` GPUs); name a context-parallel split over more of this machine's GPUs
+    (`degrees`: those the model can be split over) or a leaner profile that would."""
+    need = need_bytes(size, runtime, tokens, pixels, cp)
     if need <= free:
         return
-    have = f"{who}: needs about {need / GiB:.1f} GiB of GPU memory with runtime {runtime.settings()}, " \
+    split = f" per GPU, split over {cp} GPUs" if cp > 1 else ""
+    have = f"{who}: needs about {need / GiB:.1f} GiB of GPU memory{split} with runtime {runtime.settings()}, " \
            f"and {free / GiB:.1f} GiB is free"
+    for degree in sorted(d for d in degrees if d > cp):
+        per_gpu = need_bytes(size, runtime, tokens, pixels, degree)
+        if per_gpu <= free:
+            raise BackendError(
+                f"{have}; split over {degree} GPUs it needs about {per_gpu / GiB:.1f} GiB on each "
+                f"(weights {weights_bytes(size, runtime) / GiB:.1f} GiB on every GPU, the activations split): "
+                f"cinema render --cp {degree}"
+            )
     for profile in leaner_profiles(runtime):
-        lean = need_bytes(size, profile, tokens, pixels)
+        lean = need_bytes(size, profile, tokens, pixels, cp)
         if lean <= free:
             package = quantizer_missing(profile.quantize)
             extra = f" (pip install {package})" if package else ""

@@ -29,6 +29,7 @@ from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings, Shot, Storyboard
 from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.parallel import lead, parallelize
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, StepProgress, shot_backends
@@ -125,7 +126,26 @@ class HolocineShots:
 
             for path in self._dit_files().values():
                 check_file(path, config, self.name)
+        self._check_split(plan, runtime, config)
         return notices
+
+    def _check_split(self, plan: RenderPlan, runtime: Runtime, config: dict | None) -> None:
+        """Context parallelism that divides this scene's tokens, and (on CUDA, real weights)
+        the memory of one GPU, or of each when the scene is split: see runtime.memory."""
+        from cinema_cli.runtime.parallel import check_tokens, gpu_count, possible_degrees
+
+        per_frame = (plan.height // MULTIPLE) * (plan.width // MULTIPLE)
+        heads = config.get("num_attention_heads") if config else None
+        check_tokens(plan.runtime.cp, per_frame, heads, self.name)
+        folder = self._base_folder()
+        if runtime.device != "cuda" or folder is None:
+            return
+        from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+
+        size = model_size(folder)
+        tokens = (1 + max(plan.frames, default=0) // 4) * per_frame  # latent frames of the longest group
+        check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.name, plan.runtime.cp.degree,
+                   possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
 
     # ------------------------------------------------------------ loading
 
@@ -218,6 +238,7 @@ class HolocineShots:
                                        before_profile=self._load_loras, transformer=experts[0],
                                        transformer_2=experts[1])
             self._install(pipe)
+            parallelize(pipe, settings.cp, runtime.device, self.name)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
 
@@ -240,6 +261,7 @@ class HolocineShots:
         from cinema_cli.video.holocine_denoise import SceneJob, denoise_scene
         from cinema_cli.video.scene_denoise import global_prompt
 
+        lead(request.shots[0].runtime.cp, "render_group", request)
         pipe, runtime = self.pipeline(request.shots[0].runtime)
         first = request.shots[0]
         if any(shot.frames % 4 for shot in request.shots):

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from cinema_cli.project.schema import Storyboard
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.parallel import lead
 from cinema_cli.runtime.tiny import TINY
 from cinema_cli.video.base import EncodeSettings, RenderPlan, SceneRequest, StepProgress, shot_backends
 from cinema_cli.video.lora import lora_files
@@ -93,6 +94,7 @@ class KeyframeSceneShots:
     ) -> None:
         from cinema_cli.video.scene_denoise import denoise_scene
 
+        lead(request.shots[0].runtime.cp, "render_group", request)
         pipe, runtime = self.model.pipeline(request.shots[0].runtime)
         shots = ", ".join(s.shot_id for s in request.shots)
         with out_of_memory_is_a_message(runtime, self.name, f"scene {request.scene_id} ({shots})"):

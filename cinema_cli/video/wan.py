@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.parallel import lead
 from cinema_cli.runtime.tiny import TINY
 from cinema_cli.video.base import EncodeSettings, RenderPlan, ShotRequest, StepProgress, shot_backends
 from cinema_cli.video.lora import lora_files
@@ -83,6 +84,7 @@ class WanShots:
         return notices
 
     def render(self, request: ShotRequest, out: Path, encode: EncodeSettings, progress: StepProgress) -> None:
+        lead(request.runtime.cp, "render", request)
         video = self.frames(request, progress)
         write_video(video, out, request.fps, encode, request.frames, self.name)
 

@@ -21,6 +21,7 @@ from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
 from cinema_cli.runtime.loading import load_pretrained, preflight_weights
 from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+from cinema_cli.runtime.parallel import check_tokens, gpu_count, parallelize, possible_degrees
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan
@@ -69,6 +70,12 @@ def write_video(frames: np.ndarray, out: Path, fps: int, encode: EncodeSettings,
             writer.write((np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
 
 
+def _heads(folder: Path) -> int | None:
+    """The transformer's attention heads, from its config (what Ulysses splits)."""
+    config = folder / "transformer" / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("num_attention_heads") if config.is_file() else None
+
+
 class WanModel:
     """The Wan pipeline a backend renders with, loaded once and kept for the run."""
 
@@ -94,13 +101,18 @@ class WanModel:
         if folder is None:
             if self.model == TINY:
                 self._check_size(plan, 16)
+                check_tokens(plan.runtime.cp, (plan.height // 16) * (plan.width // 16), None, self.who)
             return notices
         multiple = _spatial_multiple(folder)
         self._check_size(plan, multiple)
+        per_frame = (plan.height // multiple) * (plan.width // multiple)
+        heads = _heads(folder)
+        check_tokens(plan.runtime.cp, per_frame, heads, self.who)
         if runtime.device == "cuda":
             size = model_size(folder)
-            tokens = max(latent_frames(f) for f in plan.frames) * (plan.height // multiple) * (plan.width // multiple)
-            check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.who)
+            tokens = max(latent_frames(f) for f in plan.frames) * per_frame
+            check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.who,
+                       plan.runtime.cp.degree, possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
         return notices
 
     def _check_size(self, plan: RenderPlan, multiple: int) -> None:
@@ -133,6 +145,7 @@ class WanModel:
                 pipe = load_pretrained(cls, self.model, runtime, self.who, before_profile=self._load_loras)
             if self.on_load is not None:
                 self.on_load(pipe)
+            parallelize(pipe, settings.cp, runtime.device, self.who)
             self._loaded = (settings, runtime, pipe)
         return self._loaded[2], self._loaded[1]
 
