@@ -8,13 +8,14 @@ keyframe makes exactly the later keyframes that used it stale.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from cinema_cli.keyframes.base import CharacterLook, ContextFrame, KeyframePlan, KeyframePreflight, KeyframeRequest
 from cinema_cli.pipeline.context import Context
-from cinema_cli.pipeline.jobs import Job
+from cinema_cli.pipeline.jobs import Job, Made
 from cinema_cli.pipeline.recipes import KeyframeRecipe
 from cinema_cli.pipeline.state import DONE, STALE, ArtifactState, evaluate
-from cinema_cli.project.files import atomic_output, atomic_write_text
+from cinema_cli.project.files import atomic_write_text, temp_path_for
 from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import Shot, Storyboard
 
@@ -153,14 +154,31 @@ class KeyframeStage:
         )
 
     def build(self, job: Job) -> None:
+        self.record(job, self.make(job, self.project.tmp_dir))
+
+    def make(self, job: Job, tmp_dir: Path) -> Made:
+        """Draw the keyframe into `tmp_dir`, unpublished; completes the job's request and
+        recipe (its context). Writes no project state: a worker rank runs this."""
         ctx = self.ctx
         shot = self.project.shot(job.key)
         job.request = self.request(shot)
         image = ctx.keyframes.instance.render(job.request, ctx.reporter.step)
         path = self.project.keyframe_path(shot.id)
-        with atomic_output(path, self.project.tmp_dir) as temp:
+        temp = temp_path_for(path, tmp_dir)
+        try:
             image.save(temp, format="PNG")
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
         job.recipe.context = [self._context_entry(c) for c in job.request.context]
+        return Made({path: temp})
+
+    def record(self, job: Job, made: Made) -> None:
+        """Publish what `make` drew, write its sidecar, and record it in the manifest."""
+        ctx = self.ctx
+        shot = self.project.shot(job.key)
+        made.publish()
+        path = self.project.keyframe_path(shot.id)
         recipe = job.recipe.to_dict()
         output = ctx.hasher(path) or ""
         sidecar = {
