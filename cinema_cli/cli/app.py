@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failure (ffmpeg, backend, lock held), 2 bad input or usage.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import typer
 from rich.text import Text
 
 from cinema_cli.cli import data as data_commands
-from cinema_cli.cli import evaluate, finishing, machine, output, viewing
+from cinema_cli.cli import evaluate, finishing, machine, output, ranks, viewing
 from cinema_cli.cli import memory as memory_commands
 from cinema_cli.cli import train as train_commands
 from cinema_cli.cli.helptext import cinema_command
@@ -33,6 +34,7 @@ from cinema_cli.pipeline import Pipeline
 from cinema_cli.project.create import create_project, example_summaries
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import Shot, Storyboard, caption_tags
+from cinema_cli.runtime import distributed
 
 app = typer.Typer(
     name="cinema",
@@ -240,38 +242,69 @@ def render(
     project: Optional[list[Path]] = typer.Option(
         None, "-p", "--project", help="Project folder; repeat to render several in turn."
     ),
+    gpus: Optional[str] = typer.Option(
+        None, "--gpus", help="Render on N GPUs, or 'all', one process each, started by torchrun. Without "
+        "a GPU, N CPU processes (previz, testing). Several nodes: run `torchrun ... -m cinema_cli render`."),
     json_mode: bool = JsonOpt,
 ) -> None:
     """Build whatever is stale: story -> keyframes -> shots -> film.mp4.
 
     With several -p, renders each in turn, keeps going past a failed one, prints one
-    JSON object per project with --json, and exits non-zero if any failed.
+    JSON object per project with --json, and exits non-zero if any failed. With --gpus,
+    rank 0 holds the lock and records; --json then says which rank built what.
 
-    Examples: cinema render | cinema render -p films/a -p films/b --json
+    Examples: cinema render | cinema render --gpus all | cinema render -p films/a -p films/b --json
     """
     targets: list[Optional[Path]] = list(project) if project else [None]
+    world = distributed.world_from_env()
+    if gpus is not None:
+        try:
+            if world is not None:
+                raise ranks.gpus_under_torchrun()
+            processes, roots, notice = ranks.check(targets, gpus)
+        except CinemaError as err:
+            raise fail(err, json_mode) from None
+        if processes > 1:
+            if notice and not json_mode:
+                output.notice(notice)
+            raise typer.Exit(ranks.launch(roots, processes, gpus, json_mode))
+    group = distributed.join(world) if world is not None else None
+    if group is not None and not world.is_coordinator:
+        for target in targets:  # rank 0 reports; a worker makes what it is handed
+            group.serve(lambda target=target: Pipeline(open_project(target)))
+        raise typer.Exit(0)
     exit_code = 0
     for target in targets:
         label = str(target) if target is not None else str(Path.cwd())
+        ranked = None  # rank 0's session with the other ranks, under torchrun
         try:
             try:
-                result = run_stages(target, "film", json_mode)
+                with group.session() if group is not None else contextlib.nullcontext() as ranked:
+                    result = run_stages(target, "film", json_mode,
+                                        executor_for=ranked.executor_for if ranked is not None else None)
             except OSError as os_err:  # a read-only folder, a full disk: this project fails, the batch goes on
                 raise CinemaError(disk_error(os_err)) from None
         except CinemaError as err:
             exit_code = exit_code or err.exit_code
             if json_mode:
-                output.print_json(result_json(label, None, err))
+                output.print_json({**result_json(label, None, err), **ranks_json(group, ranked)})
             else:
                 output.error(f"{label}: {err}" if len(targets) > 1 else str(err))
             continue
         if json_mode:
-            output.print_json(result_json(label, result))
+            output.print_json({**result_json(label, result), **ranks_json(group, ranked)})
         else:
             if len(targets) > 1:
                 output.out.print(output.shown(label), style="bold")
             print_result(result)
     raise typer.Exit(exit_code)
+
+
+def ranks_json(group, session) -> dict:
+    """Under torchrun: how many ranks, and which built what in how many seconds."""
+    if group is None:
+        return {}
+    return {"ranks": group.world.size, "builds": session.log if session is not None else []}
 
 
 @app.command()
