@@ -431,14 +431,19 @@ def _edited_storyboard(project: Project, shot_id: str, edits: dict) -> Storyboar
 
 @bench_app.command("render")
 def bench_render(
-    shots: int = typer.Option(12, help="Shots in the generated project."),
+    shots: Optional[int] = typer.Option(None, min=1, help="Shots in the generated project (default 12; 24 with --gpus)."),
+    gpus: Optional[int] = typer.Option(
+        None, "--gpus", min=2, help="Instead: the speedup of `render --gpus N` over one process."),
     json_mode: bool = JsonOpt,
 ) -> None:
-    """Full render vs re-render after one caption edit, and peak RSS at N and 2N shots."""
-    from cinema_cli.bench.render import run_render_bench
+    """Full render vs re-render after one caption edit, and peak RSS at N and 2N shots;
+    with --gpus N, one process vs N ranks on the same film."""
+    from cinema_cli.bench.render import run_ranks_bench, run_render_bench
 
     try:
-        report = run_render_bench(shots)
+        if gpus is not None:
+            distributed.processes_for(str(gpus), distributed.cuda_devices(), distributed.cpu_cores())
+        report = run_ranks_bench(shots or 24, gpus) if gpus is not None else run_render_bench(shots or 12)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:

@@ -30,7 +30,7 @@ def launch(roots: list[Path], processes: int, gpus: str, json_mode: bool) -> int
     """Render `roots` on `processes` ranks through torchrun; its exit code."""
     args = ["render", *(a for root in roots for a in ("-p", str(root))), *(["--json"] if json_mode else [])]
     code = distributed.launch(processes, args)
-    if code != 0:
+    if code not in (0, distributed.INTERRUPTED):  # Ctrl-C: rank 0 has said what was kept
         output.error(f"the render on {processes} processes stopped (torchrun exit code {code}; the ranks' reports "
                      f"are above). What was finished is kept and recorded: run `cinema render --gpus {gpus}` "
                      "again to resume")

@@ -21,6 +21,7 @@ from cinema_cli.errors import BadInput
 # A rank waits this long for its next job: a real shot can take many minutes on another
 # rank while this one has nothing ready.
 WAIT = timedelta(days=1)
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -122,17 +123,19 @@ def teardown() -> None:
 
 
 def launch(processes: int, args: list[str]) -> int:
-    """Run `cinema <args>` on `processes` ranks here, through torchrun; its exit code.
-    Ctrl-C reaches every rank from the terminal, and torchrun stops them all, so this
-    process only waits (ignoring it) and reports."""
+    """Run `cinema <args>` on `processes` ranks here, through torchrun; its exit code,
+    130 when Ctrl-C stopped it. Ctrl-C reaches every rank from the terminal and torchrun
+    stops them all, so this process only waits and notes it."""
     import signal
     import subprocess
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    interrupted: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     try:
-        return subprocess.run(torchrun_command(processes, args), env=rank_environment(processes)).returncode
+        code = subprocess.run(torchrun_command(processes, args), env=rank_environment(processes)).returncode
     finally:
         signal.signal(signal.SIGINT, previous)
+    return INTERRUPTED if interrupted and code != 0 else code
 
 
 def join(world: World):
