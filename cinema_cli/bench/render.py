@@ -10,6 +10,7 @@ With `--gpus N` (`run_ranks_bench`): how much faster `render --gpus N` is than o
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -110,15 +111,22 @@ def run_render_bench(shots: int = 12) -> dict:
 
 def timed_render(root: Path, *extra: str) -> dict:
     """`cinema render --json` (with `extra`) in its own process: its wall time, start-up
-    included, and its report."""
+    included, the CPU seconds it and every process under it used, and its report."""
+    cpu_before = _children_cpu()
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "cinema_cli", "render", "-p", str(root), "--json", *extra],
                           capture_output=True, text=True)
     wall = time.monotonic() - started
+    cpu = _children_cpu() - cpu_before
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise CinemaError(f"bench render {' '.join(extra)} of {root} failed:\n{proc.stderr[-2000:]}")
-    return {"wall": wall, **json.loads(lines[-1])}
+    return {"wall": wall, "cpu": cpu, **json.loads(lines[-1])}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def artifact_hashes(root: Path) -> dict[str, str]:
@@ -150,6 +158,10 @@ def run_ranks_bench(shots: int = 24, gpus: int = 2) -> dict:
         "render_speedup": round(one["seconds"] / many["seconds"], 4),
         "startup_seconds_1": round(one["wall"] - one["seconds"], 3),
         f"startup_seconds_{gpus}": round(many["wall"] - many["seconds"], 3),
+        # CPU seconds of all the processes (ranks, torchrun, ffmpeg): what the ranks add
+        # (start-up: torchrun and each rank import torch) whatever else the machine runs.
+        "cpu_seconds_1": round(one["cpu"], 3),
+        f"cpu_seconds_{gpus}": round(many["cpu"], 3),
         "busy_seconds_by_rank": {str(r): round(s, 3) for r, s in sorted(busy.items())},
         "identical": identical,
     }

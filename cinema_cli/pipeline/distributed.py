@@ -188,8 +188,7 @@ class LocalRank:
             return None
 
     def close(self) -> None:
-        self.inbox.put(None)
-        self.thread.join(timeout=5)  # a job still running is dropped with the process
+        self.inbox.put(None)  # a job its thread is still making dies with the process
 
 
 # ---------------------------------------------------------------- rank 0: the scheduler
@@ -310,7 +309,7 @@ class Session:
         for rank in self.remote:
             rank.close()
         if self.local is not None:
-            self.local.inbox.put(None)  # a job its thread is still making dies with the process
+            self.local.close()
 
 
 class RankGroup:

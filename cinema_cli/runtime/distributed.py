@@ -12,7 +12,7 @@ already runs (`store`): small messages, no tensors.
 from __future__ import annotations
 
 import os
-import sys
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -84,31 +84,31 @@ def processes_for(gpus: str, cuda: int, cores: int) -> tuple[int, str | None]:
     return count, f"no CUDA GPU: --gpus {count} renders with {count} CPU processes (gloo)"
 
 
-def torchrun_command(processes: int, args: list[str]) -> list[str]:
-    """`cinema <args>` on `processes` ranks of this machine, started by torchrun."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-            "-m", "cinema_cli", *args]
+def torchrun_args(processes: int, args: list[str]) -> list[str]:
+    """torchrun's command line for `cinema <args>` on `processes` ranks of this machine."""
+    return ["--standalone", f"--nproc-per-node={processes}", "-m", "cinema_cli", *args]
 
 
-def rank_environment(processes: int) -> dict[str, str]:
-    """The environment of the ranks: the CPU cores shared out, so N ranks do not each
-    start a thread per core (torchrun would otherwise set 1 and say so)."""
-    threads = max(1, cpu_cores() // processes)
-    return {**os.environ, "OMP_NUM_THREADS": str(threads)}
+def rank_threads(processes: int) -> int:
+    """Each rank's share of the CPU cores, so N ranks do not each start a thread per core."""
+    return max(1, cpu_cores() // processes)
 
 
 def setup(world: World):
     """Join the process group, take this rank's GPU and share of the cores; the store
     the ranks message through (a client of torchrun's, under its own prefix)."""
+    import atexit
+
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(max(1, cpu_cores() // world.local_size))
+    torch.set_num_threads(rank_threads(world.local_size))
     if torch.cuda.is_available():
         torch.cuda.set_device(world.local_rank)
         dist.init_process_group("cpu:gloo,cuda:nccl", device_id=torch.device("cuda", world.local_rank))
     else:
         dist.init_process_group("gloo")
+    atexit.register(teardown)
     client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                            timeout=WAIT, wait_for_workers=False)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
@@ -123,19 +123,22 @@ def teardown() -> None:
 
 
 def launch(processes: int, args: list[str]) -> int:
-    """Run `cinema <args>` on `processes` ranks here, through torchrun; its exit code,
-    130 when Ctrl-C stopped it. Ctrl-C reaches every rank from the terminal and torchrun
-    stops them all, so this process only waits and notes it."""
-    import signal
-    import subprocess
+    """Run `cinema <args>` on `processes` ranks here with torchrun, in this process (its
+    `run`, exactly what `torchrun` does, without starting and importing torch a second
+    time); the exit code: 0, 1 when a rank failed, 130 when Ctrl-C stopped it. Ctrl-C
+    reaches every rank from the terminal; torchrun stops them all."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
 
-    interrupted: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    os.environ["OMP_NUM_THREADS"] = str(rank_threads(processes))
     try:
-        code = subprocess.run(torchrun_command(processes, args), env=rank_environment(processes)).returncode
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return INTERRUPTED if interrupted and code != 0 else code
+        run(parse_args(torchrun_args(processes, args)))
+    except ChildFailedError:
+        return 1  # each rank has reported its own failure
+    except SignalException as err:
+        return INTERRUPTED if err.sigval == signal.SIGINT else 1
+    return 0
 
 
 def join(world: World):
@@ -145,8 +148,6 @@ def join(world: World):
     if world.is_coordinator:
         stop_on_sigterm()  # torchrun stopping the run: rank 0 still releases the lock
     else:
-        import signal
-
         # Ctrl-C is rank 0's to handle (it reports and stops everyone); a worker is ended by torchrun.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     return RankGroup(world, setup(world))
