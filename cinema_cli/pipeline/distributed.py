@@ -353,8 +353,8 @@ class RankGroup:
 
 def serve(pipeline: Any, world: World, store: Any, session: int) -> None:
     """A worker rank's side of one session: make each job rank 0 hands over until it
-    says stop. `pipeline` is None when this rank could not open the project: then each
-    job is answered with that error (rank 0 reports it)."""
+    says stop. `pipeline` is the error when this rank could not open the project: then
+    each job is answered with it (rank 0 reports it)."""
     mailbox = Mailbox(store, session)
     stages = {} if isinstance(pipeline, BaseException) else distributable_stages(pipeline)
     kill_after = _kill_after(world.rank)
