@@ -3,20 +3,26 @@ stay flat in film length?
 
 Each render runs in a fresh worker process (`python -m cinema_cli.bench.render_worker`)
 so its peak RSS, and that of the ffmpeg processes it ran, are its own.
+
+With `--gpus N` (`run_ranks_bench`): how much faster `render --gpus N` is than one process.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 from cinema_cli.errors import CinemaError
 from cinema_cli.project.create import create_project
+from cinema_cli.project.manifest import file_sha256
+from cinema_cli.runtime.distributed import cpu_cores
 
 CAST = ["Mara", "Theo", "Ines"]
 LOCATIONS = [("garage", "a cluttered garage", "night"), ("street", "a rainy street", "night"),
@@ -100,4 +106,62 @@ def run_render_bench(shots: int = 12) -> dict:
         "rss_ratio": round(peak_large / peak_small, 4),
         "rss_ratio_target": 1.2,
         "film_seconds": [full["film_seconds"], large["film_seconds"]],
+    }
+
+
+def timed_render(root: Path, *extra: str) -> dict:
+    """`cinema render --json` (with `extra`) in its own process: its wall time, start-up
+    included, the CPU seconds it and every process under it used, and its report."""
+    cpu_before = _children_cpu()
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "cinema_cli", "render", "-p", str(root), "--json", *extra],
+                          capture_output=True, text=True)
+    wall = time.monotonic() - started
+    cpu = _children_cpu() - cpu_before
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise CinemaError(f"bench render {' '.join(extra)} of {root} failed:\n{proc.stderr[-2000:]}")
+    return {"wall": wall, "cpu": cpu, **json.loads(lines[-1])}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def artifact_hashes(root: Path) -> dict[str, str]:
+    files = [*root.glob("keyframes/*"), *root.glob("shots/*.mp4"), root / "film.mp4"]
+    return {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(files) if p.is_file()}
+
+
+def run_ranks_bench(shots: int = 24, gpus: int = 2) -> dict:
+    """The same film rendered in one process and on `gpus` ranks (`render --gpus`): the
+    speedup, wall clock (start-up included) and inside the run, and whether the two
+    films are byte-identical."""
+    with tempfile.TemporaryDirectory(prefix="cinema-bench-ranks-") as tmp:
+        one = timed_render(make_project(Path(tmp) / "one", shots))
+        many = timed_render(make_project(Path(tmp) / "many", shots), "--gpus", str(gpus))
+        identical = artifact_hashes(Path(tmp) / "one") == artifact_hashes(Path(tmp) / "many")
+    busy: dict[int, float] = {}
+    for build in many["builds"]:
+        busy[build["rank"]] = busy.get(build["rank"], 0.0) + build["seconds"]
+    return {
+        "shots": shots,
+        "processes": gpus,
+        "cpu_cores": cpu_cores(),
+        "wall_seconds_1": round(one["wall"], 3),
+        f"wall_seconds_{gpus}": round(many["wall"], 3),
+        "speedup": round(one["wall"] / many["wall"], 4),
+        "speedup_target": 1.5,
+        "render_seconds_1": one["seconds"],
+        f"render_seconds_{gpus}": many["seconds"],
+        "render_speedup": round(one["seconds"] / many["seconds"], 4),
+        "startup_seconds_1": round(one["wall"] - one["seconds"], 3),
+        f"startup_seconds_{gpus}": round(many["wall"] - many["seconds"], 3),
+        # CPU seconds of all the processes (ranks, torchrun, ffmpeg): what the ranks add
+        # (start-up: torchrun and each rank import torch) whatever else the machine runs.
+        "cpu_seconds_1": round(one["cpu"], 3),
+        f"cpu_seconds_{gpus}": round(many["cpu"], 3),
+        "busy_seconds_by_rank": {str(r): round(s, 3) for r, s in sorted(busy.items())},
+        "identical": identical,
     }

@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failure (ffmpeg, backend, lock held), 2 bad input or usage.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import typer
 from rich.text import Text
 
 from cinema_cli.cli import data as data_commands
-from cinema_cli.cli import evaluate, finishing, machine, output, viewing
+from cinema_cli.cli import evaluate, finishing, machine, output, ranks, viewing
 from cinema_cli.cli import memory as memory_commands
 from cinema_cli.cli import train as train_commands
 from cinema_cli.cli.helptext import cinema_command
@@ -33,6 +34,7 @@ from cinema_cli.pipeline import Pipeline
 from cinema_cli.project.create import create_project, example_summaries
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import Shot, Storyboard, caption_tags
+from cinema_cli.runtime import distributed
 
 app = typer.Typer(
     name="cinema",
@@ -240,6 +242,9 @@ def render(
     project: Optional[list[Path]] = typer.Option(
         None, "-p", "--project", help="Project folder; repeat to render several in turn."
     ),
+    gpus: Optional[str] = typer.Option(
+        None, "--gpus", help="Render on N GPUs, or 'all', one process each, started by torchrun. Without "
+        "a GPU, N CPU processes (previz, testing). Several nodes: run `torchrun ... -m cinema_cli render`."),
     json_mode: bool = JsonOpt,
     cp: Optional[int] = typer.Option(
         None, "--cp", min=1, max=64,
@@ -253,40 +258,73 @@ def render(
     """Build whatever is stale: story -> keyframes -> shots -> film.mp4.
 
     With several -p, renders each in turn, keeps going past a failed one, prints one
-    JSON object per project with --json, and exits non-zero if any failed.
+    JSON object per project with --json, and exits non-zero if any failed. With --gpus,
+    rank 0 holds the lock and records; --json then says which rank built what.
 
-    Examples: cinema render | cinema render -p films/a -p films/b --json | cinema render --cp 2
+    Examples: cinema render | cinema render --gpus all | cinema render --cp 2 | cinema render -p films/a -p films/b --json
     """
     targets: list[Optional[Path]] = list(project) if project else [None]
     if cp is not None or cp_mode is not None or configured_cp(targets) > 1:
+        if gpus is not None:
+            raise fail(BadInput("--gpus and --cp do not combine yet: --gpus spreads shots over the processes, "
+                                "--cp splits each scene over them; choose one"), json_mode) from None
         raise typer.Exit(render_context_parallel(targets, json_mode, cp, cp_mode))
+    world = distributed.world_from_env()
+    if gpus is not None:
+        try:
+            if world is not None:
+                raise ranks.gpus_under_torchrun()
+            processes, roots, notice = ranks.check(targets, gpus)
+        except CinemaError as err:
+            raise fail(err, json_mode) from None
+        if processes > 1:
+            if notice and not json_mode:
+                output.notice(notice)
+            raise typer.Exit(ranks.launch(roots, processes, gpus, json_mode))
+    group = distributed.join(world) if world is not None else None
+    if group is not None and not world.is_coordinator:
+        for target in targets:  # rank 0 reports; a worker makes what it is handed
+            group.serve(lambda target=target: Pipeline(open_project(target)))
+        raise typer.Exit(0)
     exit_code = 0
     for target in targets:
-        exit_code = render_one(target, json_mode, len(targets) > 1) or exit_code
+        exit_code = render_one(target, json_mode, len(targets) > 1, group=group) or exit_code
     raise typer.Exit(exit_code)
 
 
-def render_one(target: Optional[Path], json_mode: bool, several: bool, project: Optional[Project] = None) -> int:
-    """Render one project and print its result; its exit code."""
+def render_one(target: Optional[Path], json_mode: bool, several: bool, project: Optional[Project] = None,
+               group=None) -> int:
+    """Render one project and print its result; its exit code. `group`: rank 0's side of
+    the ranks torchrun started, which then build the jobs."""
     label = str(target) if target is not None else str(Path.cwd())
+    ranked = None  # rank 0's session with the other ranks
     try:
         try:
-            result = run_stages(target, "film", json_mode, project=project)
+            with group.session() if group is not None else contextlib.nullcontext() as ranked:
+                result = run_stages(target, "film", json_mode, project=project,
+                                    executor_for=ranked.executor_for if ranked is not None else None)
         except OSError as os_err:  # a read-only folder, a full disk: this project fails, the batch goes on
             raise CinemaError(disk_error(os_err)) from None
     except CinemaError as err:
         if json_mode:
-            output.print_json(result_json(label, None, err))
+            output.print_json({**result_json(label, None, err), **ranks_json(group, ranked)})
         else:
             output.error(f"{label}: {err}" if several else str(err))
         return err.exit_code
     if json_mode:
-        output.print_json(result_json(label, result))
+        output.print_json({**result_json(label, result), **ranks_json(group, ranked)})
     else:
         if several:
             output.out.print(output.shown(label), style="bold")
         print_result(result)
     return 0
+
+
+def ranks_json(group, session) -> dict:
+    """Under torchrun: how many ranks, and which built what in how many seconds."""
+    if group is None:
+        return {}
+    return {"ranks": group.world.size, "builds": session.log if session is not None else []}
 
 
 def configured_cp(targets: list[Optional[Path]]) -> int:
@@ -449,14 +487,19 @@ def _edited_storyboard(project: Project, shot_id: str, edits: dict) -> Storyboar
 
 @bench_app.command("render")
 def bench_render(
-    shots: int = typer.Option(12, help="Shots in the generated project."),
+    shots: Optional[int] = typer.Option(None, min=1, help="Shots in the generated project (default 12; 24 with --gpus)."),
+    gpus: Optional[int] = typer.Option(
+        None, "--gpus", min=2, help="Instead: the speedup of `render --gpus N` over one process."),
     json_mode: bool = JsonOpt,
 ) -> None:
-    """Full render vs re-render after one caption edit, and peak RSS at N and 2N shots."""
-    from cinema_cli.bench.render import run_render_bench
+    """Full render vs re-render after one caption edit, and peak RSS at N and 2N shots;
+    with --gpus N, one process vs N ranks on the same film."""
+    from cinema_cli.bench.render import run_ranks_bench, run_render_bench
 
     try:
-        report = run_render_bench(shots)
+        if gpus is not None:
+            distributed.processes_for(str(gpus), distributed.cuda_devices(), distributed.cpu_cores())
+        report = run_ranks_bench(shots or 24, gpus) if gpus is not None else run_render_bench(shots or 12)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from collections.abc import Callable
 from typing import Optional
 
 import typer
@@ -12,6 +13,7 @@ import typer
 from cinema_cli.cli import output
 from cinema_cli.errors import CinemaError
 from cinema_cli.pipeline import Pipeline, RenderResult
+from cinema_cli.pipeline.jobs import Executor
 from cinema_cli.project.project import Project
 
 ProjectOpt = typer.Option(None, "-p", "--project", help="Project folder (default: found from the current folder).")
@@ -43,26 +45,30 @@ def open_project(path: Optional[Path]) -> Project:
 
 def run_stages(project_dir: Optional[Path], until: str, json_mode: bool, *, force=(), force_story=False,
                story_backend: Optional[str] = None, assemble_overrides: Optional[dict] = None,
-               project: Optional[Project] = None) -> RenderResult:
+               project: Optional[Project] = None,
+               executor_for: Optional[Callable[[Pipeline], Executor]] = None) -> RenderResult:
     """Validate, lock, and run the stages up to `until`; the shared body of story, plan,
     render, assemble and shot --regen. `project`: one already opened (with settings for this run)."""
     # Every project file is validated before the lock (or anything else) is written.
     pipeline = Pipeline(project or open_project(project_dir), story_backend=story_backend,
                         assemble_overrides=assemble_overrides)
-    return run_pipeline(pipeline, until, json_mode, force=force, force_story=force_story)
+    return run_pipeline(pipeline, until, json_mode, force=force, force_story=force_story, executor_for=executor_for)
 
 
-def run_pipeline(pipeline: Pipeline, until: str, json_mode: bool, *, force=(), force_story=False) -> RenderResult:
-    """Lock the project and run `pipeline` up to `until`, showing its progress and notices."""
+def run_pipeline(pipeline: Pipeline, until: str, json_mode: bool, *, force=(), force_story=False,
+                 executor_for: Optional[Callable[[Pipeline], Executor]] = None) -> RenderResult:
+    """Lock the project and run `pipeline` up to `until`, showing its progress and notices.
+    `executor_for`: the executor to build with (default: this process, job after job)."""
     with reporting(json_mode) as reporter:
         pipeline.reporter = reporter
+        executor = executor_for(pipeline) if executor_for is not None else None
         pipeline.check_storyboard(force_story=force_story)
         pipeline.check_inputs(until)
         shown = len(pipeline.notices)
         for message in pipeline.notices:
             reporter.notice(message)
         with pipeline.project.lock():
-            result = pipeline.run(until=until, force=force, force_story=force_story)
+            result = pipeline.run(until=until, force=force, force_story=force_story, executor=executor)
         for message in result.notices[shown:]:
             reporter.notice(message)
     return result

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cinema_cli.project.files import atomic_write_bytes
+from cinema_cli.project.files import atomic_write_bytes, writes_confined
 
 # Rows kept per identity; the oldest go first. Old rows are of keyframes since redrawn.
 CAPACITY = 4096
@@ -76,6 +76,8 @@ class EmbeddingIndex:
             return {}
 
     def _save(self, identity: str, table: dict[str, np.ndarray]) -> None:
+        if writes_confined():
+            return  # a worker rank keeps its vectors in memory; rank 0 keeps the index on disk
         buffer = io.BytesIO()
         np.savez(buffer, identity=np.array(identity), keys=np.array(list(table), dtype=str),
                  vectors=np.stack(list(table.values())))

@@ -9,6 +9,12 @@ per GPU, or a long-lived directing session, is another executor over the same st
 A stage may judge a job again just before it runs (`still_needed`): keyframes are
 conditioned on earlier keyframes, so whether keyframe k is still current depends on
 what the jobs before it made.
+
+Stages whose jobs may run on another rank (`Distributable`: keyframes, shots) split
+`build` in two: `make` writes the outputs to temporary files and touches no project
+state, `record` publishes them and records them in the manifest. `build` is the two in
+turn; the distributed executor (`pipeline.distributed`) runs `make` on any rank and
+`record` on rank 0 only.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cinema_cli.pipeline.state import Reporter
+from cinema_cli.project.files import publish
 
 
 @dataclass
@@ -40,11 +47,40 @@ class Job:
         return max(1, len(self.shots))
 
 
+@dataclass
+class Made:
+    """A job's outputs, made but not yet visible: each target and the temporary file
+    (same filesystem) that holds it until it is published."""
+
+    files: dict[Path, Path]
+
+    def publish(self) -> None:
+        for target, temp in self.files.items():
+            publish(temp, target)
+
+    def discard(self) -> None:
+        for temp in self.files.values():
+            temp.unlink(missing_ok=True)
+
+
 class Stage(Protocol):
     name: str
 
     def build(self, job: Job) -> None:
         """Make the job's outputs, publish them atomically, record them in the manifest."""
+        ...
+
+
+@runtime_checkable
+class Distributable(Protocol):
+    """A stage whose jobs any rank can make; only the coordinator records them."""
+
+    def make(self, job: Job, tmp_dir: Path) -> Made:
+        """Write the job's outputs under `tmp_dir`, unpublished; touch no project state."""
+        ...
+
+    def record(self, job: Job, made: Made) -> None:
+        """Publish what `make` made and record it in the manifest."""
         ...
 
 

@@ -13,8 +13,8 @@ their jobs wait for none.
 
 from __future__ import annotations
 
-import contextlib
 import json
+from pathlib import Path
 
 from cinema_cli.keyframes.base import (
     CharacterLook,
@@ -25,10 +25,10 @@ from cinema_cli.keyframes.base import (
     KeyframeRequest,
 )
 from cinema_cli.pipeline.context import Context
-from cinema_cli.pipeline.jobs import Job
+from cinema_cli.pipeline.jobs import Job, Made
 from cinema_cli.pipeline.recipes import KeyframeRecipe
 from cinema_cli.pipeline.state import DONE, STALE, ArtifactState, evaluate
-from cinema_cli.project.files import atomic_output, atomic_write_text
+from cinema_cli.project.files import atomic_write_text, temp_path_for
 from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import Shot, Storyboard
 
@@ -234,30 +234,46 @@ class KeyframeStage:
         )
 
     def build(self, job: Job) -> None:
+        self.record(job, self.make(job, self.project.tmp_dir))
+
+    def make(self, job: Job, tmp_dir: Path) -> Made:
+        """Draw the job's keyframe (or a group's keyframes, in one backend call) into
+        `tmp_dir`, unpublished; completes the job's request and recipe (its context).
+        Writes no project state: a worker rank runs this."""
         if isinstance(job.request, tuple):
-            self._build_group(job)
-            return
-        ctx = self.ctx
+            images = self.ctx.keyframes.instance.render_group(job.request, self.ctx.reporter.step)
+            return self._saved({self.project.keyframe_path(r.shot_id): image
+                                for r, image in zip(job.request, images)}, tmp_dir)
         shot = self.project.shot(job.key)
         job.request = self.request(shot)
-        image = ctx.keyframes.instance.render(job.request, ctx.reporter.step)
-        path = self.project.keyframe_path(shot.id)
-        with atomic_output(path, self.project.tmp_dir) as temp:
-            image.save(temp, format="PNG")
+        image = self.ctx.keyframes.instance.render(job.request, self.ctx.reporter.step)
+        made = self._saved({self.project.keyframe_path(shot.id): image}, tmp_dir)
         job.recipe.context = [self._context_entry(c) for c in job.request.context]
-        self._record(job.request, job.recipe)
+        return made
 
-    def _build_group(self, job: Job) -> None:
-        """Draw a group's keyframes in one backend call; they appear together, once all are made."""
-        images = self.ctx.keyframes.instance.render_group(job.request, self.ctx.reporter.step)
-        with contextlib.ExitStack() as outputs:
-            for request, image in zip(job.request, images):
-                temp = outputs.enter_context(atomic_output(self.project.keyframe_path(request.shot_id),
-                                                           self.project.tmp_dir))
-                image.save(temp, format="PNG")
-        for request, recipe in zip(job.request, job.recipe):
-            recipe.context = []
-            self._record(request, recipe, drawn_with=list(job.shots))
+    @staticmethod
+    def _saved(images: dict, tmp_dir: Path) -> Made:
+        """PNGs in `tmp_dir`, one per target; none left behind if one fails."""
+        made = Made({})
+        try:
+            for path, image in images.items():
+                made.files[path] = temp_path_for(path, tmp_dir)
+                image.save(made.files[path], format="PNG")
+        except BaseException:
+            made.discard()
+            raise
+        return made
+
+    def record(self, job: Job, made: Made) -> None:
+        """Publish what `make` drew (a group's keyframes together), write the sidecars,
+        and record them in the manifest."""
+        made.publish()
+        if isinstance(job.request, tuple):
+            for request, recipe in zip(job.request, job.recipe):
+                recipe.context = []
+                self._record(request, recipe, drawn_with=list(job.shots))
+        else:
+            self._record(job.request, job.recipe)
 
     def _record(self, request: KeyframeRequest, recipe: KeyframeRecipe, drawn_with: list[str] | None = None) -> None:
         """The keyframe's sidecar and manifest record, after its PNG."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict
 from pathlib import Path
 
 from cinema_cli.pipeline.context import Context
-from cinema_cli.pipeline.jobs import Job
+from cinema_cli.pipeline.jobs import Job, Made
 from cinema_cli.pipeline.recipes import ShotRecipe
 from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, evaluate
-from cinema_cli.project.files import atomic_output
+from cinema_cli.project.files import temp_path_for
 from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import CinemaConfig, Shot, Storyboard
 from cinema_cli.video.base import (
@@ -200,14 +199,28 @@ class ShotStage:
         )
 
     def build(self, job: Job) -> None:
-        """Render a job's shots in one backend call; they appear together, once all are made."""
+        self.record(job, self.make(job, self.project.tmp_dir))
+
+    def make(self, job: Job, tmp_dir: Path) -> Made:
+        """Render a job's shots in one backend call into `tmp_dir`, unpublished. Writes no
+        project state: a worker rank runs this."""
         ctx = self.ctx
-        with contextlib.ExitStack() as outputs:
-            temps = [outputs.enter_context(atomic_output(p, self.project.tmp_dir)) for p in job.outputs]
+        temps = [temp_path_for(p, tmp_dir) for p in job.outputs]
+        try:
             if isinstance(job.request, SceneRequest):
                 self.backend.render_group(job.request, temps, ctx.encode, ctx.reporter.step)
             else:
                 self.backend.render(job.request, temps[0], ctx.encode, ctx.reporter.step)
+        except BaseException:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+            raise
+        return Made(dict(zip(job.outputs, temps)))
+
+    def record(self, job: Job, made: Made) -> None:
+        """Publish a job's shots (they appear together, once all are made) and record them."""
+        ctx = self.ctx
+        made.publish()
         for key, path, recipe in zip(job.shots, job.outputs, job.recipe):
             ctx.manifest.put("shots", key, Record(recipe.to_dict(), ctx.hasher(path) or ""))
 

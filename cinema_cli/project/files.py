@@ -32,8 +32,27 @@ def temp_path_for(target: Path, tmp_dir: Path) -> Path:
     return tmp_dir / f"{target.stem}.{os.getpid()}.{secrets.token_hex(4)}{target.suffix}"
 
 
+# A worker rank of a distributed render (pipeline.distributed) makes outputs in its own
+# scratch folder and must never write project state (manifest, storyboard, keyframes,
+# film, caches): once `confine_writes` names that folder, publishing anywhere else fails.
+_confined: Path | None = None
+
+
+def confine_writes(folder: Path | None) -> None:
+    """Refuse, in this process, every atomic write outside `folder` (None lifts it)."""
+    global _confined
+    _confined = folder.resolve() if folder is not None else None
+
+
+def writes_confined() -> bool:
+    return _confined is not None
+
+
 def publish(temp: Path, target: Path) -> None:
     """fsync a finished temporary file and rename it onto `target`."""
+    if _confined is not None and not target.resolve().is_relative_to(_confined):
+        raise CinemaError(f"refusing to write {target}: this rank only makes outputs; rank 0 publishes "
+                          "them and writes the project's state")
     fd = os.open(temp, os.O_RDONLY)
     try:
         os.fsync(fd)

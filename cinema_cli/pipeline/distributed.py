@@ -1,0 +1,384 @@
+"""The stage graph across ranks: one render spread over the processes torchrun started.
+
+Every rank opens the project and builds the same `Pipeline`, so each validates the same
+inputs and keeps its backends loaded from one job to the next. Rank 0 is the
+coordinator: it holds the project lock, plans and judges the jobs exactly as a
+single-process render does, hands each job to an idle rank as soon as the jobs it waits
+for are recorded (a keyframe after the keyframes its context may come from, a shot job
+— one shot, or a whole scene for a group backend — after its keyframes, since stages
+run in turn), then publishes what the rank made and records it in the manifest. It also
+makes jobs itself, in a thread, so N ranks are N builders; the story and the film are
+made by rank 0 alone.
+
+The other ranks only `make` (`jobs.Distributable`): into their own scratch folder
+`.cinema/tmp/rank-R/` (the project on a filesystem every node shares), and
+`project.files.confine_writes` makes any write of project state by them fail. Messages
+are pickled objects under numbered keys in torchrun's c10d store.
+
+Faults: a rank whose job raises (a backend error, out of memory) reports it; rank 0
+hands out nothing more, records the jobs still in flight as they finish, and fails the
+run naming the rank and the artifact. A rank that dies is seen by torchrun, which stops
+the others (SIGTERM: rank 0 then leaves through `Stopped`, releasing the lock). Either
+way every artifact recorded so far is kept, and the next render resumes from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cinema_cli.errors import CinemaError
+from cinema_cli.pipeline.jobs import Distributable, InProcessExecutor, Job, Made, Stage, in_order
+from cinema_cli.pipeline.state import Reporter
+from cinema_cli.project.files import confine_writes
+from cinema_cli.runtime.distributed import World
+
+POLL = 0.003  # seconds between looks at the store when nothing happened
+# Fault injection for tests and drills: "R:N" makes rank R kill itself (SIGKILL) right
+# after it has handed in its N-th job.
+KILL_ENV = "CINEMA_FAULT_KILL_RANK"
+
+
+class Stopped(BaseException):
+    """torchrun stopped this rank (SIGTERM), most often because another rank died."""
+
+
+class RankFailed(CinemaError):
+    """A rank could not make a job; the run stops after the jobs in flight."""
+
+
+def stop_on_sigterm() -> None:
+    def stopped(signum: int, frame: object) -> None:
+        raise Stopped
+
+    signal.signal(signal.SIGTERM, stopped)
+
+
+def rank_tmp(tmp_dir: Path, rank: int) -> Path:
+    return tmp_dir / f"rank-{rank}"
+
+
+# ---------------------------------------------------------------- messages
+
+
+@dataclass
+class Assignment:
+    stage: str
+    job: Job
+
+
+@dataclass
+class Outcome:
+    """What a rank hands back: the job as `make` completed it (its request, and recipe
+    fields such as a keyframe's context) and the unpublished outputs, or the error."""
+
+    rank: int
+    job: Job
+    made: Made | None
+    seconds: float
+    error: str | None = None
+
+
+STOP = "stop"  # rank 0's last word to a worker in a session
+
+
+class Mailbox:
+    """Numbered messages in the store: `to/R/n` for rank R's n-th job, `from/R/n` for its
+    answer; `session` keeps the projects of one `render -p A -p B` apart."""
+
+    def __init__(self, store: Any, session: int) -> None:
+        self.store = store
+        self.session = session
+
+    def key(self, box: str, n: int) -> str:
+        return f"{self.session}/{box}/{n}"
+
+    def send(self, box: str, n: int, message: Any) -> None:
+        self.store.set(self.key(box, n), pickle.dumps(message))
+
+    def poll(self, box: str, n: int) -> Any | None:
+        key = self.key(box, n)
+        if not self.store.check([key]):
+            return None
+        message = pickle.loads(self.store.get(key))
+        self.store.delete_key(key)
+        return message
+
+    def wait(self, box: str, n: int) -> Any:
+        # Short sleeps, not one blocking wait, so Ctrl-C reaches Python at once.
+        while (message := self.poll(box, n)) is None:
+            time.sleep(POLL)
+        return message
+
+
+def describe(err: BaseException) -> str:
+    if type(err).__name__ == "OutOfMemoryError":
+        return f"out of GPU memory ({str(err).splitlines()[0] if str(err) else 'torch.cuda.OutOfMemoryError'})"
+    if isinstance(err, CinemaError):
+        return str(err)
+    return "".join(traceback.format_exception_only(err)).strip()
+
+
+def make_one(stage: Distributable, job: Job, rank: int, tmp_dir: Path) -> Outcome:
+    started = time.monotonic()
+    try:
+        made = stage.make(job, tmp_dir)
+    except Exception as err:  # noqa: BLE001 - any failure of a job is reported to rank 0
+        return Outcome(rank, job, None, time.monotonic() - started, describe(err))
+    return Outcome(rank, job, made, time.monotonic() - started)
+
+
+# ---------------------------------------------------------------- the ranks, as rank 0 sees them
+
+
+class RemoteRank:
+    def __init__(self, index: int, mailbox: Mailbox) -> None:
+        self.index = index
+        self.mailbox = mailbox
+        self.sent = self.answered = 0
+
+    def assign(self, assignment: Assignment | str) -> None:
+        self.mailbox.send(f"to/{self.index}", self.sent, assignment)
+        self.sent += 1
+
+    def poll(self) -> Outcome | None:
+        outcome = self.mailbox.poll(f"from/{self.index}", self.answered)
+        if outcome is not None:
+            self.answered += 1
+        return outcome
+
+    def close(self) -> None:
+        self.assign(STOP)
+
+
+class LocalRank:
+    """Rank 0's own builder: a thread making jobs beside the coordinator."""
+
+    index = 0
+
+    def __init__(self, stages: dict[str, Distributable], tmp_dir: Path) -> None:
+        self.stages = stages
+        self.tmp_dir = tmp_dir
+        self.inbox: queue.Queue[Assignment | None] = queue.Queue()
+        self.outbox: queue.Queue[Outcome] = queue.Queue()
+        self.thread = threading.Thread(target=self._serve, name="cinema-rank-0", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while (assignment := self.inbox.get()) is not None:
+            self.outbox.put(make_one(self.stages[assignment.stage], assignment.job, 0, self.tmp_dir))
+
+    def assign(self, assignment: Assignment) -> None:
+        self.inbox.put(assignment)
+
+    def poll(self) -> Outcome | None:
+        try:
+            return self.outbox.get_nowait()
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        self.inbox.put(None)  # a job its thread is still making dies with the process
+
+
+# ---------------------------------------------------------------- rank 0: the scheduler
+
+
+@dataclass
+class DistributedExecutor:
+    """The `jobs.Executor` of rank 0: builds a stage's jobs on every rank as the
+    dependency graph allows. `log` gets one entry per job built: which rank, how long,
+    and when it was handed out and recorded (seconds since the executor started)."""
+
+    reporter: Reporter
+    ranks: list[Any]  # LocalRank and RemoteRank
+    log: list[dict] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def run(self, stage: Stage, jobs: list[Job], still_needed: Callable[[Job], bool] | None = None) -> list[Job]:
+        if not isinstance(stage, Distributable):  # the story and the film: made here, by rank 0
+            return self._here(stage, jobs, still_needed)
+        total = sum(j.size for j in jobs if j.stale)
+        if total:
+            self.reporter.stage(stage.name, total)
+        keys = {j.key for j in jobs}
+        pending = in_order(jobs)
+        finished: set[str] = set()  # built, or judged current
+        idle = sorted(self.ranks, key=lambda r: r.index == 0)  # rank 0 also coordinates: it goes last
+        busy: dict[int, tuple[Any, Job, float]] = {}
+        built: list[Job] = []
+        failure: str | None = None
+        done = 0
+        while (pending and failure is None) or busy:
+            progressed = False
+            for job in list(pending):
+                if failure is not None or not idle:
+                    break
+                if any(k in keys and k not in finished for k in job.after):
+                    continue
+                pending.remove(job)
+                progressed = True
+                # Judged in dependency order, once what it waits for is recorded.
+                if not (still_needed(job) if still_needed is not None else job.stale):
+                    finished.add(job.key)
+                    continue
+                rank = idle.pop(0)
+                rank.assign(Assignment(stage.name, job))
+                busy[rank.index] = (rank, job, self._now())
+                self._show(stage.name, busy, done, total)
+            for index, (rank, job, handed) in list(busy.items()):
+                outcome = rank.poll()
+                if outcome is None:
+                    continue
+                progressed = True
+                del busy[index]
+                idle.append(rank)
+                if outcome.error is not None:
+                    failure = failure or (f"rank {index} failed making {stage.name} {job.label or job.key}: "
+                                          f"{outcome.error}")
+                    continue
+                stage.record(outcome.job, outcome.made)
+                finished.add(job.key)
+                built.append(outcome.job)
+                done += job.size
+                self._logged(stage.name, outcome.job, index, outcome.seconds, handed)
+                for key in job.shots or (job.label or job.key,):
+                    self.reporter.item_done(stage.name, key)
+                if busy:
+                    self._show(stage.name, busy, done, total)
+            if not progressed:
+                time.sleep(POLL)
+        if failure is not None:
+            raise RankFailed(f"{failure}. What was finished before is kept and recorded; fix the cause and run "
+                             "`cinema render` again to resume")
+        return built
+
+    def _here(self, stage: Stage, jobs: list[Job], still_needed: Callable[[Job], bool] | None) -> list[Job]:
+        handed = self._now()
+        built = InProcessExecutor(self.reporter).run(stage, jobs, still_needed)
+        for job in built:
+            self._logged(stage.name, job, 0, self._now() - handed, handed)
+        return built
+
+    def _now(self) -> float:
+        return round(time.monotonic() - self.started, 4)
+
+    def _logged(self, stage: str, job: Job, rank: int, seconds: float, handed: float) -> None:
+        self.log.append({"stage": stage, "key": job.label or job.key, "shots": list(job.shots), "rank": rank,
+                         "seconds": round(seconds, 4), "handed_out": handed, "recorded": self._now()})
+
+    def _show(self, stage: str, busy: dict, done: int, total: int) -> None:
+        """Each rank's current artifact, as the progress line of the stage."""
+        working = " · ".join(f"rank {i}: {job.label or job.key}" for i, (_, job, _) in sorted(busy.items()))
+        self.reporter.item(stage, working, done, total)
+
+
+def distributable_stages(pipeline: Any) -> dict[str, Distributable]:
+    return {s.name: s for s in (pipeline.keyframes, pipeline.shots)}
+
+
+class Session:
+    """Rank 0's side of one project: the ranks it hands jobs to."""
+
+    def __init__(self, remote: list[RemoteRank]) -> None:
+        self.remote = remote
+        self.local: LocalRank | None = None
+        self.executor: DistributedExecutor | None = None
+
+    def executor_for(self, pipeline: Any) -> DistributedExecutor:
+        """The executor over every rank, rank 0's builder making jobs with `pipeline`."""
+        self.local = LocalRank(distributable_stages(pipeline), rank_tmp(pipeline.project.tmp_dir, 0))
+        self.executor = DistributedExecutor(pipeline.reporter, [self.local, *self.remote])
+        return self.executor
+
+    @property
+    def log(self) -> list[dict]:
+        return self.executor.log if self.executor is not None else []
+
+    def close(self) -> None:
+        for rank in self.remote:
+            rank.close()
+        if self.local is not None:
+            self.local.close()
+
+
+class RankGroup:
+    """The ranks torchrun started, as this rank sees them: `session` on rank 0,
+    `serve` on the others, once per project of the command, in the same order."""
+
+    def __init__(self, world: World, store: Any) -> None:
+        self.world = world
+        self.store = store
+        self.sessions = 0
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """Rank 0: the workers wait for this session's jobs until it ends, however it ends."""
+        mailbox = Mailbox(self.store, self.sessions)
+        self.sessions += 1
+        session = Session([RemoteRank(r, mailbox) for r in range(1, self.world.size)])
+        try:
+            yield session
+        except Stopped:
+            raise RankFailed(
+                "stopped: torchrun ended this render, most often because another rank died (its report "
+                "follows); what was finished before is kept and recorded, the artifacts in progress were "
+                "dropped; run `cinema render` again to resume") from None
+        finally:
+            session.close()
+
+    def serve(self, open_pipeline: Callable[[], Any]) -> None:
+        """A worker: the next project's session. Its errors are rank 0's to report."""
+        try:
+            pipeline = open_pipeline()
+        except CinemaError as err:
+            pipeline = err
+        session = self.sessions
+        self.sessions += 1
+        serve(pipeline, self.world, self.store, session)
+
+
+# ---------------------------------------------------------------- the other ranks
+
+
+def serve(pipeline: Any, world: World, store: Any, session: int) -> None:
+    """A worker rank's side of one session: make each job rank 0 hands over until it
+    says stop. `pipeline` is the error when this rank could not open the project: then
+    each job is answered with it (rank 0 reports it)."""
+    mailbox = Mailbox(store, session)
+    stages = {} if isinstance(pipeline, BaseException) else distributable_stages(pipeline)
+    kill_after = _kill_after(world.rank)
+    tmp = rank_tmp(pipeline.project.tmp_dir, world.rank) if stages else Path()
+    if stages:
+        confine_writes(tmp)
+    try:
+        n = 0
+        while (assignment := mailbox.wait(f"to/{world.rank}", n)) != STOP:
+            if stages:
+                outcome = make_one(stages[assignment.stage], assignment.job, world.rank, tmp)
+            else:
+                outcome = Outcome(world.rank, assignment.job, None, 0.0, describe(pipeline))
+            mailbox.send(f"from/{world.rank}", n, outcome)
+            n += 1
+            if kill_after == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+    finally:
+        confine_writes(None)
+
+
+def _kill_after(rank: int) -> int | None:
+    spec = os.environ.get(KILL_ENV, "")
+    target, _, after = spec.partition(":")
+    if target.strip() == str(rank) and after.strip().isdigit():
+        return int(after)
+    return None

@@ -1,0 +1,124 @@
+"""`cinema render --gpus N`: the stage graph over torchrun ranks (gloo, CPU processes).
+
+One project is rendered in one process, a twin on 2 ranks, where rank 1 is really
+killed (SIGKILL) after its second job; the run fails cleanly, keeps what was finished,
+and the next `render --gpus 2` resumes and ends byte-identical to the single-process
+render, having handed out no keyframe before the keyframes it may be conditioned on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import manifest_records
+
+from cinema_cli.bench.render import make_project
+from cinema_cli.errors import BadInput, CinemaError
+from cinema_cli.pipeline.distributed import KILL_ENV
+from cinema_cli.project.files import confine_writes
+from cinema_cli.project.manifest import Manifest, Record
+from cinema_cli.runtime.distributed import processes_for
+
+SHOTS = 5
+
+
+def small_project(folder: Path) -> Path:
+    root = make_project(folder, SHOTS)
+    config = root / "cinema.yaml"
+    data = yaml.safe_load(config.read_text())
+    data.update(resolution={"width": 192, "height": 96}, fps=8)
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
+
+
+def render(root: Path, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    result = subprocess.run([sys.executable, "-m", "cinema_cli", "render", "-p", str(root), "--json", *args],
+                            capture_output=True, text=True, timeout=240, env={**os.environ, **(env or {})})
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result, json.loads(lines[0])
+
+
+def artifacts(root: Path) -> dict[str, bytes]:
+    files = [*root.glob("keyframes/*"), *root.glob("shots/*.mp4"), root / "film.mp4"]
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files if p.is_file()}
+
+
+def test_two_ranks_survive_a_killed_worker_and_equal_one_process(tmp_path):
+    single = small_project(tmp_path / "single")
+    _, alone = render(single)
+    assert alone["ok"] and "ranks" not in alone  # one process: as before
+
+    twin = small_project(tmp_path / "twin")
+    killed, failed = render(twin, "--gpus", "2", env={KILL_ENV: "1:2"})
+    assert killed.returncode == 1, killed.stderr
+    assert failed["ok"] is False and "another rank died" in failed["error"]
+    assert "cinema render --gpus 2` again to resume" in killed.stderr
+    kept = manifest_records(twin).get("keyframes", {})
+    assert kept and len(kept) < SHOTS  # what was finished is recorded, not everything
+    for key, record in kept.items():  # and it is exactly what one process made
+        assert (twin / f"keyframes/{key}.png").read_bytes() == (single / f"keyframes/{key}.png").read_bytes()
+        assert record == manifest_records(single)["keyframes"][key]
+    assert not (twin / ".cinema" / "lock").read_text().strip()  # rank 0 let go of the lock
+    assert not list((twin / "shots").glob("*.mp4")) and not (twin / "film.mp4").exists()
+
+    resumed, report = render(twin, "--gpus", "2")
+    assert resumed.returncode == 0 and report["ok"], resumed.stderr
+    assert set(report["rebuilt"]["keyframes"]) == {f"s{i:02d}" for i in range(1, SHOTS + 1)} - set(kept)
+    assert artifacts(twin) == artifacts(single)
+    assert manifest_records(twin) == manifest_records(single)
+
+    builds = report["builds"]
+    assert report["ranks"] == 2 and {b["rank"] for b in builds if b["stage"] == "shots"} == {0, 1}
+    assert all(b["seconds"] > 0 and b["handed_out"] <= b["recorded"] for b in builds)
+    recorded = {(b["stage"], b["key"]): b["recorded"] for b in builds}
+    for build in builds:
+        if build["stage"] == "keyframes":
+            # handed out only after every keyframe it may be conditioned on was recorded
+            sidecar = json.loads((twin / f"keyframes/{build['key']}.json").read_text())
+            waits = [c["shot"] for c in sidecar["context"] if not c["shot"].startswith("@")]
+            waits += [k for s, k in recorded if s == "keyframes" and k < build["key"]]
+            assert all(recorded.get(("keyframes", k), -1) <= build["handed_out"] for k in waits), build
+        elif build["stage"] == "shots":
+            assert recorded.get(("keyframes", build["key"]), -1) <= build["handed_out"]
+        else:  # the film, by rank 0, after every shot
+            assert build["rank"] == 0
+            assert all(build["handed_out"] >= t for (s, _), t in recorded.items() if s == "shots")
+
+
+def test_a_worker_cannot_write_project_state(tmp_path):
+    manifest = Manifest(tmp_path / "manifest", tmp_path / "tmp")
+    confine_writes(tmp_path / "tmp" / "rank-1")
+    try:
+        with pytest.raises(CinemaError, match="rank 0 publishes"):
+            manifest.put("keyframes", "s01", Record({"a": 1}, "x"))
+    finally:
+        confine_writes(None)
+    assert not (tmp_path / "manifest").exists() or not list((tmp_path / "manifest").rglob("*.json"))
+
+
+def test_gpus_means_devices_or_cpu_processes():
+    assert processes_for("all", cuda=4, cores=2) == (4, None)
+    assert processes_for("2", cuda=4, cores=2) == (2, None)
+    assert processes_for("2", cuda=0, cores=2)[0] == 2  # CPU processes, for previz and tests
+    for spec, cuda, cores in (("3", 2, 16), ("0", 2, 16), ("-1", 0, 2), ("all", 0, 16), ("two", 0, 2), ("3", 0, 2)):
+        with pytest.raises(BadInput, match="--gpus"):
+            processes_for(spec, cuda=cuda, cores=cores)
+
+
+def test_bad_gpus_exit_2_and_write_nothing(tmp_path):
+    root = small_project(tmp_path / "p")
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for gpus in ("0", "999"):  # none; more than this machine has (GPUs, or CPU cores without one)
+        result = subprocess.run([sys.executable, "-m", "cinema_cli", "render", "-p", str(root), "--gpus", gpus],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert f"--gpus {gpus}" in result.stderr
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
