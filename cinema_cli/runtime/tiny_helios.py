@@ -31,10 +31,32 @@ def tiny_helios(seed: int = 0):
     with seeded(seed):
         tokenizer = byte_tokenizer()
         text_encoder = tiny_umt5(len(tokenizer), TEXT_WIDTH)
-        vae = tiny_vae()
+        vae = confident_vae(tiny_vae())
         transformer = helios_transformer(**TINY_TRANSFORMER)
     return HeliosPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                           scheduler=helios_scheduler(), transformer=transformer)
+
+
+def confident_vae(vae):
+    """Wan's tiny VAE made to behave like a trained one where Helios relies on it: Helios
+    encodes images by *sampling* the posterior, and a random VAE's posterior is as wide as
+    its prior (std ~1 against means that differ by ~0.05), so a sample would forget the
+    image. Its log-variance is set to a small constant, and latents_mean / latents_std to
+    the latents' own statistics on a fixed set of images, so normalised latents have unit
+    scale, as Helios's VAE config makes them."""
+    import torch
+
+    z = vae.config.z_dim
+    with torch.no_grad():
+        vae.quant_conv.weight[z:] = 0.0
+        vae.quant_conv.bias[z:] = -12.0  # std exp(-6): a sample is the image's latent
+        generator = torch.Generator().manual_seed(0)
+        images = torch.cat([torch.rand(6, 3, 1, 32, 32, generator=generator),
+                            torch.rand(6, 3, 1, 1, 1, generator=generator).expand(6, 3, 1, 32, 32)]) * 2 - 1
+        latents = vae.encode(images).latent_dist.mode()
+    vae.register_to_config(latents_mean=latents.mean((0, 2, 3, 4)).tolist(),
+                           latents_std=latents.std((0, 2, 3, 4)).tolist())
+    return vae
 
 
 def helios_transformer(**config):

@@ -52,13 +52,12 @@ class FramePool:
             yield group, self.gather(group)
 
 
-def forced_frames(pool: FramePool, keep_own: int, across_continue: bool) -> list[FrameRef]:
-    """The frames every policy keeps: the shot's newest `keep_own`, and on a continue with
-    none of its own yet, the film's newest frame. A cut forces none of the past."""
+def forced_frames(pool: FramePool, keep_own: int, keep_newest_past: bool) -> list[FrameRef]:
+    """The frames every policy keeps: the shot's own newest `keep_own`, and (on the first
+    chunk of a `continue`) the film's newest frame. A cut forces none of the past."""
     own = [r for r in pool.refs if r.shot_id == pool.shot_id][-keep_own:] if keep_own else []
-    if across_continue and not own and pool.past:
-        return [pool.past[-1]]
-    return own
+    past = [pool.past[-1]] if keep_newest_past and pool.past else []
+    return [*past, *own]
 
 
 def choose(policy: str, refs: list[FrameRef], budget: int, forced: list[FrameRef],

@@ -97,7 +97,7 @@ class ShotMaker:
     def _route(self, noise):
         refs = self.pool.refs
         keep_own = self.sizes[1] + self.sizes[2]  # the mid and short slots: the shot's own motion
-        forced = forced_frames(self.pool, keep_own, across_continue=not self.cut)
+        forced = forced_frames(self.pool, keep_own, keep_newest_past=not self.cut and not self.made)
         scores = None
         if self.options.memory == "camr":
             scores = self._scores(refs, noise) if refs else {}
