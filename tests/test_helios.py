@@ -50,7 +50,8 @@ def image(path: Path, colour=None, seed: int = 0) -> Path:
 
 
 def files(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +191,55 @@ def test_camr_routes_a_returning_place_where_recency_does_not(tmp_path):
     continued, _ = camr.render_next(back, False, history, tmp_path / "camr2.mp4", EncodeSettings(), QUIET)
     kept = [(s.shot_id, s.index) for s in continued.slots]
     assert kept == [("bank", 0), ("bank", 1), ("elsewhere2", 1), ("return", -1)], continued.to_json()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("options,field", [
+    ({"memory": "lru"}, "memory"), ({"history": [4, 2, 0]}, "history"), ({"probe_layers": []}, "probe_layers"),
+    ({"chunk": 0}, "chunk"), ({"steps": 0}, "steps"), ({"probe_group": 0}, "probe_group"),
+])
+def test_bad_options_are_refused(options, field):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        HeliosOptions.model_validate({**TINY, **options})
+
+
+def test_preflight_names_what_is_wrong(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from cinema_cli.errors import BackendError, BadInput
+    from cinema_cli.video.base import RenderPlan
+
+    plan = RenderPlan(width=W, height=H, fps=8, frames=(5,), runtime=RuntimeSettings(device="cpu"))
+    deep = HeliosShots(HeliosOptions.model_validate({**TINY, "probe_layers": [0, 5]}))
+    with pytest.raises(BadInput, match=r"probe_layers \[0, 5\] must be below 2"):
+        deep.preflight(plan)
+    with pytest.raises(BadInput, match="multiples of 16"):
+        HeliosShots(HeliosOptions.model_validate(TINY)).preflight(replace(plan, width=72))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    real = HeliosShots(HeliosOptions())
+    assert real.weights(real.options) == ["BestWishYsh/Helios-Base"]
+    with pytest.raises(BackendError, match="huggingface-cli download BestWishYsh/Helios-Base"):
+        real.preflight(plan)
+
+
+def test_a_bad_option_in_cinema_yaml_exits_2(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from cinema_cli.cli.app import app
+
+    runner = CliRunner()
+    root = tmp_path / "film"
+    assert runner.invoke(app, ["new", str(root)]).exit_code == 0
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config["video"] = {"backend": "helios", "options": {"model": "tiny", "memory": "lru"}}
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    before = files(root)
+    result = runner.invoke(app, ["status", "-p", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "video.options.memory" in result.stderr and "Traceback" not in result.output, result.stderr
+    assert files(root) == before
