@@ -243,3 +243,23 @@ def test_a_bad_option_in_cinema_yaml_exits_2(tmp_path):
     assert result.exit_code == 2, result.output
     assert "video.options.memory" in result.stderr and "Traceback" not in result.output, result.stderr
     assert files(root) == before
+
+
+# ---------------------------------------------------------------- the policies
+
+
+def test_policies_bound_the_history_and_full_grows():
+    from cinema_cli.video.causal import FrameRef
+    from cinema_cli.video.helios_memory import choose
+
+    past = [FrameRef(f"s{i // 4}", i % 4) for i in range(40)]
+    scores = {ref: float(i % 7) for i, ref in enumerate(past)}
+    forced = [past[-1]]
+    for policy in ("camr", "recency"):
+        chosen = choose(policy, past, 7, forced, scores)
+        assert len(chosen) == 7 and past[-1] in chosen, (policy, chosen)
+        assert chosen == sorted(chosen, key=past.index), "handed to the model oldest first"
+    assert choose("recency", past, 7, forced) == past[-7:]
+    best = choose("camr", past, 7, forced, scores)
+    assert [scores[r] for r in best] == [6.0, 6.0, 6.0, 6.0, 5.0, 6.0, 4.0], "the five best, the newest of the 5s, the forced"
+    assert choose("full", past, 7, forced) == past, "full: the whole film"
