@@ -261,5 +261,6 @@ def test_policies_bound_the_history_and_full_grows():
         assert chosen == sorted(chosen, key=past.index), "handed to the model oldest first"
     assert choose("recency", past, 7, forced) == past[-7:]
     best = choose("camr", past, 7, forced, scores)
-    assert [scores[r] for r in best] == [6.0, 6.0, 6.0, 6.0, 5.0, 6.0, 4.0], "the five best, the newest of the 5s, the forced"
+    # The five best, the newest of the next best, and the forced newest frame, in film order.
+    assert [scores[r] for r in best] == [6.0, 6.0, 6.0, 6.0, 5.0, 6.0, 4.0]
     assert choose("full", past, 7, forced) == past, "full: the whole film"

@@ -23,8 +23,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cinema_cli.video.causal import FrameRef
+
+if TYPE_CHECKING:
+    import torch
 
 
 class _ProbeDone(Exception):
@@ -37,7 +41,7 @@ class ProbeLayout:
     prefix_frames: int  # 1: the prefix frame before the candidates in the short history
     candidates: int  # in this group
     chunk_tokens: int
-    query_positions: "torch.Tensor"  # noqa: F821  sequence positions whose queries are read
+    query_positions: torch.Tensor  # sequence positions whose queries are read
 
 
 class _LogSumExps:

@@ -20,7 +20,6 @@ decodes them.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -84,9 +83,6 @@ class HeliosShots:
     def __init__(self, options: HeliosOptions):
         self.options = options
         self._loaded: tuple[RuntimeSettings, Runtime, object] | None = None
-        if options.memory == "full":
-            warnings.warn("helios memory: full hands the model the whole film as history; its memory and time "
-                          "grow with the film (a baseline for `cinema bench direct`)", stacklevel=2)
 
     @classmethod
     def weights(cls, options: HeliosOptions) -> list[str]:
@@ -107,6 +103,9 @@ class HeliosShots:
             fit = f"{plan.width // MULTIPLE * MULTIPLE}x{plan.height // MULTIPLE * MULTIPLE}"
             raise BadInput(f"cinema.yaml: resolution: {plan.width}x{plan.height} cannot be made by helios, whose "
                            f"frames are multiples of {MULTIPLE} pixels a side; use e.g. {fit}")
+        if self.options.memory == "full":
+            notices.append(f"{self.name}: memory: full hands the model the whole film as history, so its memory "
+                           "and time grow with the film (a baseline); memory: camr keeps them bounded")
         folder = preflight_weights(self.options.model, runtime, self.name, notices)
         if folder is not None:
             self._check_layers(_layers_of(folder, self.name))

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
 class ChunkConditioning:
-    prompt_embeds: "torch.Tensor"  # noqa: F821
-    negative_embeds: "torch.Tensor | None"  # noqa: F821  None: no classifier-free guidance
+    prompt_embeds: torch.Tensor
+    negative_embeds: torch.Tensor | None  # None: no classifier-free guidance
     guidance: float
 
 
-def slot_indices(sizes: tuple[int, int, int], chunk: int) -> dict[str, "torch.Tensor"]:  # noqa: F821
+def slot_indices(sizes: tuple[int, int, int], chunk: int) -> dict[str, torch.Tensor]:
     """The rotary frame positions of prefix+short, mid, long and the chunk, as the pipeline lays them out."""
     import torch
 
@@ -92,7 +96,7 @@ def _predict(transformer, latents, timestep, embeds, history: dict, context: str
                            return_dict=False, **history)[0]
 
 
-def latent_stats(pipe, device) -> tuple["torch.Tensor", "torch.Tensor"]:  # noqa: F821
+def latent_stats(pipe, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, 1/std) of the VAE latents, shaped to broadcast over [B, C, T, H, W], as the pipeline keeps them."""
     import torch
 

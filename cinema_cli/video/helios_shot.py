@@ -13,7 +13,13 @@ from collections.abc import Callable
 from cinema_cli.video.base import ShotRequest
 from cinema_cli.video.camr import probe_scores
 from cinema_cli.video.causal import LatentHistory, Routing
-from cinema_cli.video.helios_chunks import ChunkConditioning, decode_chunk, denoise_chunk, latent_stats, sigmas_and_shift
+from cinema_cli.video.helios_chunks import (
+    ChunkConditioning,
+    decode_chunk,
+    denoise_chunk,
+    latent_stats,
+    sigmas_and_shift,
+)
 from cinema_cli.video.helios_memory import FramePool, choose, forced_frames, routing
 from cinema_cli.video.prompting import shot_prompt
 from cinema_cli.video.wan_model import read_image
@@ -75,8 +81,9 @@ class ShotMaker:
 
     # ------------------------------------------------------------ chunks
 
-    def next_chunk(self, step_done: Callable[[int], None]):
-        """Denoise the next chunk; its decoded frames in [0, 1], (frames, height, width, 3)."""
+    def next_chunk(self, step_done: Callable[[int], None], decode: bool = True):
+        """Denoise the next chunk; its decoded frames in [0, 1], (frames, height, width, 3)
+        (None when not `decode`: the bench's model-only timing)."""
         import torch
 
         shape = (1, self.pipe.transformer.config.in_channels, self.options.chunk, self.latent_h, self.latent_w)
@@ -92,7 +99,7 @@ class ShotMaker:
         first_own = len(self.made) * self.options.chunk - self.options.chunk
         for i in range(latents.shape[2]):
             self.pool.own[first_own + i] = latents[0, :, i].cpu()
-        return decode_chunk(self.pipe, latents)
+        return decode_chunk(self.pipe, latents) if decode else None
 
     def _route(self, noise):
         refs = self.pool.refs
