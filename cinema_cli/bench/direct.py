@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable
 import time
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def _pipeline(preset: dict, device: str):
     return pipe
 
 
-def run_direct_bench(*, preset: str = "tiny", shots: int = 8, chunks_per_shot: int = 1) -> dict:
+def run_direct_bench(*, preset: str = "tiny", shots: int = 8, chunks_per_shot: int = 1,
+                     on_row: Callable[[str, dict], None] = lambda policy, row: None) -> dict:
+    """`on_row(policy, row)` hears of each shot as it is measured (a long run shows progress)."""
     if preset not in PRESETS:
         raise BadInput(f"--preset {preset!r}: expected one of {', '.join(PRESETS)}")
     if shots < 2:
@@ -138,14 +141,16 @@ def run_direct_bench(*, preset: str = "tiny", shots: int = 8, chunks_per_shot: i
                     slots - config["history"][1] - config["history"][2], *config["history"][1:])
                 history.append(request.shot_id, maker.shot_latents())
                 rss, peak = _rss_mb()
-                rows.append({
+                row = {
                     "shot": index + 1, "cut": cut, "film_latent_frames": routing.candidates,
                     "history_frames": slots, "history_tokens": history_tokens(sizes, h, w),
                     "history_bytes": slots * channels * h * w * 4,
                     "seconds": round(spent, 3), "seconds_per_video_second": round(spent / (frames / FPS), 3),
                     "first_frame_latency_s": round(latency, 3), "routing_s": round(maker.routing_seconds, 3),
                     "rss_mb": rss, "peak_rss_mb": peak,
-                })
+                }
+                rows.append(row)
+                on_row(policy, row)
         report_rows[policy] = rows
     summary = {}
     for policy, rows in report_rows.items():

@@ -26,7 +26,7 @@ def bench_direct(
     from cinema_cli.bench.direct import run_direct_bench
 
     try:
-        report = run_direct_bench(preset=preset, shots=shots, chunks_per_shot=chunks)
+        report = run_direct_bench(preset=preset, shots=shots, chunks_per_shot=chunks, on_row=_progress)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:
@@ -39,6 +39,12 @@ def bench_direct(
                          f"(x{summary['history_tokens_growth']}), "
                          f"{summary['seconds_per_video_second_late_shots']} s per video second, "
                          f"first frame after {summary['first_frame_latency_s_late_shots']} s (later shots)")
+
+
+def _progress(policy: str, row: dict) -> None:
+    """One line per measured shot on stderr, so a long run shows where it is."""
+    output.err.print(f"{policy} shot {row['shot']}: {row['history_frames']} history frames, "
+                     f"{row['history_tokens']} tokens, {row['seconds']} s, first frame {row['first_frame_latency_s']} s")
 
 
 def register(bench_app: typer.Typer) -> None:
