@@ -99,6 +99,7 @@ class HeliosShots:
 
     def preflight(self, plan: RenderPlan) -> list[str]:
         runtime, notices = resolve_runtime(plan.runtime, self.name)
+        _require_helios(self.name)
         if plan.width % MULTIPLE or plan.height % MULTIPLE:
             fit = f"{plan.width // MULTIPLE * MULTIPLE}x{plan.height // MULTIPLE * MULTIPLE}"
             raise BadInput(f"cinema.yaml: resolution: {plan.width}x{plan.height} cannot be made by helios, whose "
@@ -124,6 +125,7 @@ class HeliosShots:
         """The loaded pipeline and the runtime it runs with (loaded on first use)."""
         if self._loaded is None or self._loaded[0] != settings:
             runtime, _ = resolve_runtime(settings, self.name)
+            _require_helios(self.name)
             if self.options.model == TINY:
                 from cinema_cli.runtime.loading import apply_profile
 
@@ -184,6 +186,18 @@ def _to_uint8(frame):
     import numpy as np
 
     return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _require_helios(who: str) -> None:
+    """HeliosPipeline is recent in diffusers; an older one is a message, not a traceback."""
+    from cinema_cli.runtime.torch_compat import prepare_torch
+
+    prepare_torch()
+    import diffusers
+
+    if not hasattr(diffusers, "HeliosPipeline"):
+        raise BackendError(f"{who}: diffusers {diffusers.__version__} has no HeliosPipeline; "
+                           "pip install 'diffusers>=0.42,<0.43' (the version cinema is tested with)")
 
 
 def _layers_of(folder: Path, who: str) -> int:
