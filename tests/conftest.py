@@ -48,6 +48,7 @@ TEST_OPTIONS = {
         "scene": {"model": "tiny", "steps": 2, "guidance": 1.0},
         "keyframe-scene": {"model": "tiny", "steps": 2, "guidance": 1.0},
         "holocine": {"model": "tiny", "dit": None, "steps": 2, "guidance": 1.0},
+        "helios": {"model": "tiny", "steps": 2, "guidance": 1.0, "history": [4, 2, 1], "chunk": 2},
     },
 }
 

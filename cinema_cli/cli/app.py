@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 from rich.text import Text
 
+from cinema_cli.cli import direct_bench
 from cinema_cli.cli import data as data_commands
 from cinema_cli.cli import evaluate, finishing, machine, output, ranks, viewing
 from cinema_cli.cli import memory as memory_commands
@@ -579,6 +580,7 @@ evaluate.register(eval_app)  # eval text, consistency, aesthetic, judge, stress,
 data_commands.register(app, bench_app)  # data prepare/status/show, bench data
 viewing.register(app)  # shots, play (open, preview)
 train_commands.register(app, bench_app)  # train keyframes, bench train
+direct_bench.register(bench_app)  # bench direct
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

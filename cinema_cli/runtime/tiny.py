@@ -24,7 +24,8 @@ TINY_PREFIX = "tiny-"
 T5_SPECIALS = ("<pad>", "</s>", "<unk>")
 
 # Preset name -> the module that registers it, imported on first use.
-BUILTIN = {"wan": "cinema_cli.runtime.tiny_wan", "flux2": "cinema_cli.runtime.tiny_flux2"}
+BUILTIN = {"wan": "cinema_cli.runtime.tiny_wan", "flux2": "cinema_cli.runtime.tiny_flux2",
+           "helios": "cinema_cli.runtime.tiny_helios"}
 presets: Registry[Callable[..., Any]] = Registry("tiny", BUILTIN, kind="preset")
 
 

@@ -125,5 +125,6 @@ class GroupShotBackend(Protocol):
 shot_backends: Registry[ShotBackend] = Registry(
     "video",
     {"animatic": "cinema_cli.video.animatic", "wan": "cinema_cli.video.wan", "holocine": "cinema_cli.video.holocine",
-     "keyframe-scene": "cinema_cli.video.scene", "scene": "cinema_cli.video.scene"},
+     "keyframe-scene": "cinema_cli.video.scene", "scene": "cinema_cli.video.scene",
+     "helios": "cinema_cli.video.helios"},
 )
