@@ -285,7 +285,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
 
     refused("--scene", "moon", words="no such scene")
     refused("--from", str(tmp_path / "missing.txt"), words="no such file")
-    refused("--seconds", "0", words="--seconds")
+    refused("--seconds", "0.25", words="at least 3 frames")  # 2 frames: the next shot could not join it
     config = root / "cinema.yaml"
     text = config.read_text()
     config.write_text(re.sub(r"(?m)^video:\n  backend: auto$", "video:\n  backend: scene", text))
@@ -363,3 +363,48 @@ def test_a_causal_backend_continues_the_history_that_a_later_session_resumes(tmp
     assert second.history.shots() == ["d001", "d002", "d003"]
     assert {p.name: p.read_bytes() for p in (root / ".cinema" / "direct" / "history").glob("d00[12].pt")} == latents
     check_film_and_stream(root, ["d001", "d002", "d003"])
+
+
+def test_ctrl_c_at_an_interactive_prompt_drops_the_shot_and_asks_again(tmp_path):
+    """On a terminal (a pseudo-terminal here), Ctrl-C during a shot returns to `> `."""
+    import pty
+    import select
+
+    root = new_project(tmp_path)
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: a session on the terminal
+        os.chdir(root)
+        os.execv(CINEMA, [CINEMA, "direct", "--seconds", "120"])
+    seen = b""
+
+    def until(token: bytes) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while token not in seen:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([terminal], [], [], 0.05)[0]:
+                seen += os.read(terminal, 4096)
+
+    try:
+        until(b"> ")
+        os.write(terminal, b"<June> runs along the shore\n")
+        deadline = time.monotonic() + 60
+        while not list((root / ".cinema" / "tmp").glob("d001.*.mp4")):
+            assert time.monotonic() < deadline
+            time.sleep(0.002)
+        seen = b""
+        os.write(terminal, b"\x03")  # Ctrl-C, typed
+        until(b"d001 discarded")
+        seen = seen.split(b"d001 discarded", 1)[1]
+        until(b"> ")  # asked again
+        os.write(terminal, b"quit\n")
+        until(b"the stream is ended")
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # a failed check left it running
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert gone(root, "d001") and not (root / "storyboard.yaml").exists()

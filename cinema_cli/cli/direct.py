@@ -62,7 +62,7 @@ def direct(
                 if interactive and not json_mode:
                     output.out.print(HELP_LINE, markup=False)
                 try:
-                    counts = session.drive(lines if not interactive else _prompted(), emit,
+                    counts = session.drive(lines if not interactive else _prompted("" if json_mode else "> "), emit,
                                            lambda: reporting(json_mode), interactive=interactive)
                     code = 2 if counts["bad"] else 1 if counts["failed"] else 0
                 except Interrupt:
@@ -89,15 +89,15 @@ def _lines(source: Optional[Path]) -> list[str] | Iterator[str]:
         raise BadInput(f"--from {source}: cannot read it as text ({err})") from None
 
 
-def _prompted() -> Iterator[str]:
-    """Lines typed at the `> ` prompt, with line editing, until end of input."""
+def _prompted(prompt: str) -> Iterator[str]:
+    """Lines typed at the prompt, with line editing, until end of input."""
     try:
         import readline  # noqa: F401 - arrow keys and history at the prompt
     except ImportError:  # pragma: no cover - platforms without it still get a prompt
         pass
     while True:
         try:
-            yield input("> ")
+            yield input(prompt)
         except EOFError:
             output.out.print()
             return

@@ -37,7 +37,7 @@ from cinema_cli.pipeline.state import DONE, ArtifactState, Reporter
 from cinema_cli.project.files import atomic_output, atomic_write_text
 from cinema_cli.project.manifest import Record
 from cinema_cli.project.project import Project
-from cinema_cli.project.schema import Shot, Storyboard, caption_tags
+from cinema_cli.project.schema import MIN_JOINED_FRAMES, Shot, Storyboard, caption_tags
 from cinema_cli.story.base import shot_seed
 from cinema_cli.video.base import GroupShotBackend
 from cinema_cli.video.causal import CausalShotBackend, LatentHistory, Routing
@@ -66,6 +66,11 @@ class DirectingSession:
                            f"(scenes: {', '.join(s.id for s in script.scenes)})")
         self.scene = scene
         self.seconds = seconds if seconds is not None else self.ctx.config.shot_seconds
+        fps = self.ctx.config.fps
+        if round(self.seconds * fps) < MIN_JOINED_FRAMES:  # the next shot could never be joined to it
+            raise BadInput(f"--seconds {self.seconds:g} is {round(self.seconds * fps)} frame(s) at {fps} fps; a shot "
+                           f"the film goes on from needs at least {MIN_JOINED_FRAMES} frames "
+                           f"(--seconds {MIN_JOINED_FRAMES / fps:.3g} or more)")
         self.cast = [c.name for c in script.characters]
         self.pipeline.check_storyboard()
         self.pipeline.check_inputs("film")
