@@ -28,6 +28,7 @@ from cinema_cli.assemble.probe import probe
 from cinema_cli.cli.app import app
 from cinema_cli.direct.session import DirectingSession
 from cinema_cli.direct.stream import read_playlist
+from cinema_cli.pipeline import Pipeline
 from cinema_cli.pipeline.state import SilentReporter
 from cinema_cli.project.create import create_project
 from cinema_cli.project.project import Project
@@ -304,6 +305,9 @@ class CausalAnimatic(AnimaticShots):
     of the history, the cut flag and the routing log can be checked without a model."""
 
     name = "test-causal"
+    # Declares it reads the next shot's keyframe into a continuous shot (as wan flf2v does):
+    # a directed continuation must still leave the shot it continues current.
+    uses_next_keyframe = True
     calls: list[tuple[str, bool, list[str]]] = []
 
     def render_next(self, request, cut, history, out, encode, progress):
@@ -352,6 +356,10 @@ def test_a_causal_backend_continues_the_history_that_a_later_session_resumes(tmp
                        "slots": [{"shot_id": "d001", "index": 1, "score": 1.0}], "notes": {}}]
     latents = {p.name: p.read_bytes() for p in (root / ".cinema" / "direct" / "history").glob("*.pt")}
     assert sorted(latents) == ["d001.pt", "d002.pt"]
+    status = Pipeline(Project.open(root)).status()
+    assert [(r.id, r.keyframe.state, r.shot.state) for r in status.shots] == [
+        ("d001", "done", "done"), ("d002", "done", "done")]  # nothing of the past is stale
+    assert status.film.state == "done"
 
     # A session killed after its shot's latents joined the history, before the commit.
     first.history.append("d003", _latents(root / "keyframes" / "d001.png"))
