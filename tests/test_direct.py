@@ -27,7 +27,6 @@ from typer.testing import CliRunner
 from cinema_cli.assemble.probe import probe
 from cinema_cli.cli.app import app
 from cinema_cli.direct.session import DirectingSession
-from cinema_cli.direct.stream import read_playlist
 from cinema_cli.pipeline import Pipeline
 from cinema_cli.pipeline.state import SilentReporter
 from cinema_cli.project.create import create_project
@@ -96,7 +95,16 @@ def frames(shot: dict) -> int:
 
 
 def playlist(root: Path) -> tuple[list[tuple[str, float]], bool]:
-    return read_playlist(root / "stream" / "film.m3u8")
+    """The (segment, seconds) stream/film.m3u8 lists, and whether it is ended."""
+    entries, seconds, ended = [], None, False
+    for line in (root / "stream" / "film.m3u8").read_text().splitlines():
+        if line.startswith("#EXTINF:"):
+            seconds = float(line.removeprefix("#EXTINF:").split(",")[0])
+        elif line == "#EXT-X-ENDLIST":
+            ended = True
+        elif line and not line.startswith("#"):
+            entries.append((line, seconds))
+    return entries, ended
 
 
 def check_film_and_stream(root: Path, ids: list[str]) -> None:

@@ -86,16 +86,3 @@ class HlsStream:
             lines.append("#EXT-X-ENDLIST")
         atomic_write_text(self.playlist, "\n".join(lines) + "\n", self.tmp_dir)
 
-
-def read_playlist(path: Path) -> tuple[list[tuple[str, float]], bool]:
-    """The (segment name, seconds) a playlist lists, and whether it is ended."""
-    entries, seconds = [], None
-    ended = False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#EXTINF:"):
-            seconds = float(line.removeprefix("#EXTINF:").split(",")[0])
-        elif line == "#EXT-X-ENDLIST":
-            ended = True
-        elif line and not line.startswith("#"):
-            entries.append((line, seconds))
-    return entries, ended
