@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from cinema_cli.cli import output
-from cinema_cli.cli.common import JsonOpt, ProjectOpt, fail, open_project, reporting
+from cinema_cli.cli.common import ProjectOpt, fail, open_project, reporting
 from cinema_cli.direct.routing import describe
 from cinema_cli.direct.signals import Interrupt, interrupts_raise
 from cinema_cli.errors import BadInput, CinemaError
