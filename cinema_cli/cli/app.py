@@ -16,6 +16,7 @@ from rich.text import Text
 
 from cinema_cli.cli import direct_bench
 from cinema_cli.cli import data as data_commands
+from cinema_cli.cli import direct as direct_commands
 from cinema_cli.cli import evaluate, finishing, machine, output, ranks, viewing
 from cinema_cli.cli import memory as memory_commands
 from cinema_cli.cli import train as train_commands
@@ -30,6 +31,8 @@ from cinema_cli.cli.common import (
     run_pipeline,
     run_stages,
 )
+from cinema_cli.direct.routing import describe as describe_memory
+from cinema_cli.direct.routing import directed_memory
 from cinema_cli.errors import BadInput, CinemaError, disk_error
 from cinema_cli.pipeline import Pipeline
 from cinema_cli.project.create import create_project, example_summaries
@@ -435,8 +438,9 @@ def shot(
         raise fail(err, json_mode) from None
     row = next(r for r in status["shots"] if r["id"] == shot_id)
     fields = proj.shot(shot_id).model_dump(mode="json")
+    memory = directed_memory(proj, shot_id)
     if json_mode:
-        output.print_json({"shot": fields, "status": row, "edited": sorted(edits),
+        output.print_json({"shot": fields, "status": row, "edited": sorted(edits), "memory": memory,
                            "rebuilt": result_json(str(proj.root), result)["rebuilt"] if result else None})
         return
     for label, value in output.shot_fields(fields):
@@ -448,6 +452,8 @@ def shot(
     context = ", ".join(f"{c['shot']} (relevance {c['score']:.2f}, {c['size'][0]}x{c['size'][1]} px)"
                         for c in row["context"])
     output.out.print(output.labelled(f"{'context':>10}", context or "no earlier keyframes"))
+    if memory is not None:
+        output.out.print(output.labelled(f"{'memory':>10}", describe_memory(memory)))
     if result:
         print_result(result)
     elif edits:
@@ -581,6 +587,7 @@ data_commands.register(app, bench_app)  # data prepare/status/show, bench data
 viewing.register(app)  # shots, play (open, preview)
 train_commands.register(app, bench_app)  # train keyframes, bench train
 direct_bench.register(bench_app)  # bench direct
+direct_commands.register(app)  # direct
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -136,6 +136,8 @@ def shot_fields(fields: dict) -> list[tuple[str, str]]:
     if fields.get("dialogue"):
         rows.append(("dialogue", f"“{fields['dialogue']}”"))
     rows.append(("locked", "yes (kept by `cinema story --force`)" if fields.get("locked") else "no"))
+    if fields.get("directed"):
+        rows.append(("directed", "yes (made by `cinema direct`; `cinema story` never replaces it)"))
     return rows
 
 

@@ -77,7 +77,10 @@ class ShotStage:
         if not self.backend.uses_next_keyframe:
             return None
         i = board.index(shot.id)
-        if i + 1 < len(board.shots) and board.shots[i + 1].transition == "continuous":
+        # A directed shot comes later in time than the shot before it was made: the past
+        # never reads it, or continuing a shot would make the shot it continues stale.
+        if i + 1 < len(board.shots) and board.shots[i + 1].transition == "continuous" \
+                and not board.shots[i + 1].directed:
             return self.project.keyframe_path(board.shots[i + 1].id)
         return None
 

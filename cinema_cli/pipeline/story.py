@@ -54,8 +54,21 @@ class StoryStage:
         if not self.project.has_storyboard():
             return None
         if self._story_regenerates(force_story):
+            self._refuse_over_directed(self.project.storyboard_unchecked)
             return self.project.storyboard_unchecked
         return self.project.storyboard
+
+    def _refuse_over_directed(self, board: Storyboard) -> None:
+        """Shots made by `cinema direct` are a film generated forward in time: each was
+        drawn from the shots before it. Regenerating the storyboard would replace that past
+        under them, so the storyboarder is refused rather than let loose on it."""
+        directed = [s.id for s in board.shots if s.directed]
+        if directed:
+            raise BadInput(
+                f"storyboard.yaml holds {len(directed)} shot(s) made by `cinema direct` "
+                f"({', '.join(directed[:5])}{', ...' if len(directed) > 5 else ''}); the storyboarder "
+                "would replace the shots they were generated from, so it was not run. Edit shots with "
+                "`cinema shot ID`, or start a new project for a new storyboard")
 
     def _story_regenerates(self, force: bool) -> bool:
         state = self.state()
@@ -107,6 +120,8 @@ class StoryStage:
         # The old storyboard is read (and validated) before an LLM is asked for a new one;
         # against its own schema only, since the script it was made from has changed.
         old = self.project.storyboard_unchecked if job.request.replaces else None
+        if old is not None:  # again under the lock: a session may have directed shots since
+            self._refuse_over_directed(old)
         backend = ctx.story.instance
         board = backend.storyboard(ctx.script, ctx.config)
         if old is not None:

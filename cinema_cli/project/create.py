@@ -10,7 +10,7 @@ from cinema_cli.errors import BadInput
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.project import CONFIG_FILE, SCRIPT_FILE
 
-PROJECT_GITIGNORE = "# machine state and generated media\n.cinema/\nshots/\nfilm.mp4\n"
+PROJECT_GITIGNORE = "# machine state and generated media\n.cinema/\nshots/\nstream/\nfilm.mp4\n"
 
 
 def data_dir(name: str) -> Path:

@@ -86,6 +86,11 @@ class Project:
     def film_path(self) -> Path:
         return self.root / "film.mp4"
 
+    @property
+    def stream_dir(self) -> Path:
+        """The film as a stream a player follows while `cinema direct` makes it (HLS)."""
+        return self.root / "stream"
+
     def keyframe_path(self, shot_id: str) -> Path:
         return self.root / "keyframes" / f"{shot_id}.png"
 
@@ -107,9 +112,16 @@ class Project:
         self.__dict__.pop("storyboard", None)
         self.__dict__.pop("storyboard_unchecked", None)
 
+    def draft_storyboard(self, board: Storyboard) -> None:
+        """Read `board` as the storyboard until the next write or `forget`, without writing
+        it: a directing session draws a shot before that shot becomes part of the file."""
+        self.__dict__["storyboard"] = board
+        self.__dict__["storyboard_unchecked"] = board
+
     def check_write_folders(self) -> None:
         folders = [(self.state_dir, "machine state folder"), (self.cache_dir, "cache folder"),
-                   (self.root / "keyframes", "keyframes folder"), (self.root / "shots", "shots folder")]
+                   (self.root / "keyframes", "keyframes folder"), (self.root / "shots", "shots folder"),
+                   (self.stream_dir, "stream folder")]
         if self.cache_dir.is_dir():
             folders += [(p, "cache folder") for p in self.cache_dir.iterdir()]
         for folder, what in folders:
@@ -218,7 +230,7 @@ class Project:
 def _shot_dict(shot: Shot) -> dict:
     """A shot as YAML, leaving out optional fields at their defaults to keep it readable."""
     data = shot.model_dump(mode="json")
-    for key, default in (("dialogue", None), ("locked", False)):
+    for key, default in (("dialogue", None), ("locked", False), ("directed", False)):
         if data.get(key) == default:
             data.pop(key)
     return data

@@ -278,6 +278,9 @@ class Shot(Strict):
     seed: int = Field(0, ge=0, lt=2**32)
     dialogue: str | None = None
     locked: bool = False
+    # Made by `cinema direct`: part of a film generated forward in time, so `cinema story`
+    # never replaces it, and a later shot never reaches back into it.
+    directed: bool = False
 
     @field_validator("camera")
     @classmethod
