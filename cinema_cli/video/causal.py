@@ -46,7 +46,7 @@ class RoutedFrame:
 class Routing:
     """Which past frames filled a shot's history slots, and why."""
 
-    policy: str  # "camr" | "recency" | "full"
+    policy: str  # "camr" | "recency" | "full"; "retrieval" for keyframes the memory planner chose (previz)
     candidates: int  # past latent frames there were to choose from
     slots: tuple[RoutedFrame, ...] = ()
     notes: dict = field(default_factory=dict)
