@@ -91,7 +91,8 @@ class FilmBars:
         if film not in self.tasks:
             self.tasks[film] = self.progress.add_task(film, total=total)
         unit = "frames" if step == "boundaries" else "shots"
-        self.progress.update(self.tasks[film], description=f"  {film}: {step} ({unit})", completed=done, total=total)
+        self.progress.update(self.tasks[film], description=f"  {film}: {step} ({unit})", completed=done, total=total,
+                             refresh=True)  # a fast film's shots are shown too, not skipped between two redraws
 
     def film_done(self, film: str) -> None:
         if film in self.tasks:
