@@ -189,3 +189,9 @@ def test_a_helios_film_is_directed_killed_and_resumed(tmp_path):
     check_film(root, [*ids, "d005"])
     assert {i: fingerprint(root, i) for i in ids} == kept  # byte-identical, never rewritten (same mtimes)
     assert history_index(root)[:4] == index
+    # ...and `render` agrees: nothing of the directed film is stale.
+    status = json.loads(subprocess.run([CINEMA, "status", "--json"], cwd=root, capture_output=True, text=True,
+                                       check=True).stdout)
+    assert [(s["id"], s["keyframe"], s["shot"]) for s in status["shots"]] == [(i, "done", "done") for i in
+                                                                             [*ids, "d005"]]
+    assert status["film"] == "done"
