@@ -380,6 +380,14 @@ def test_a_causal_backend_continues_the_history_that_a_later_session_resumes(tmp
     assert {p.name: p.read_bytes() for p in (root / ".cinema" / "direct" / "history").glob("d00[12].pt")} == latents
     check_film_and_stream(root, ["d001", "d002", "d003"])
 
+    # A shot with no latents in the history (as `cinema render` makes them) is one the
+    # model cannot see: the session says so.
+    second.history.drop("d001")
+    events.clear()
+    session([])
+    notice = next(e["message"] for e in events if e["event"] == "notice")
+    assert "shot(s) d001 were made by `cinema render`" in notice
+
 
 def test_ctrl_c_at_an_interactive_prompt_drops_the_shot_and_asks_again(tmp_path):
     """On a terminal (a pseudo-terminal here), Ctrl-C during a shot returns to `> `."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from cinema_cli.keyframes.base import ContextFrame
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.project import Project
-from cinema_cli.video.causal import RoutedFrame, Routing
+from cinema_cli.video.causal import KEYFRAME_INDEX, RoutedFrame, Routing
 
 
 def memory_log(project: Project) -> RoutingLog:
@@ -81,6 +81,7 @@ def describe(entry: dict) -> str:
     if not slots:
         return f"{entry.get('policy', '?')}: nothing from the past (of {entry.get('candidates', 0)} candidates)"
     frames = ", ".join(
-        f"{s['shot_id']}" + (f" frame {s['index']}" if entry.get("policy") != "retrieval" else "")
+        f"{s['shot_id']}" + ("" if entry.get("policy") == "retrieval" else
+                             " keyframe" if s["index"] == KEYFRAME_INDEX else f" frame {s['index']}")
         + f" ({s['score']:.3f})" for s in slots)
     return f"{entry.get('policy', '?')}: {frames} (of {entry.get('candidates', 0)} candidates)"

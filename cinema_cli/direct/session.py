@@ -98,6 +98,8 @@ class DirectingSession:
         if unrendered:
             raise BadInput(f"shot(s) {', '.join(unrendered)} of storyboard.yaml have no video yet, and a directing "
                            "session continues a finished film; run `cinema render` first")
+        if self.causal and board:
+            events += self._unseen_by_the_model(board)
         for stage in (self.pipeline.keyframes, self.pipeline.shots):
             if stage.has_preflight:
                 stage.preflight()
@@ -153,6 +155,19 @@ class DirectingSession:
                 "stream": str(self.stream.playlist), "film": str(self.project.film_path) if board else None}
 
     # ------------------------------------------------------------ one line
+
+    def _unseen_by_the_model(self, board: Storyboard) -> list[dict]:
+        """Shots `cinema render` made have no latents in the history, so a causal model
+        cannot route to them; say so rather than let a `continue:` after one silently
+        start afresh."""
+        in_history = set(self.history.shots())
+        unseen = [s.id for s in board.shots if s.id not in in_history]
+        if not unseen:
+            return []
+        return [{"event": "notice", "message": (
+            f"{self.ctx.video.name}: shot(s) {', '.join(unseen)} were made by `cinema render`, not in a directing "
+            "session, so their latents are not in the film's history: the model does not see them, and a "
+            "`continue:` right after one starts afresh")}]
 
     def direct(self, direction: Direction, reporter: Reporter) -> dict:
         """Make the next shot and commit it; the event that reports it."""

@@ -35,10 +35,15 @@ class FrameRef:
     index: int
 
 
+# The index a routing gives the latent of a shot's own keyframe (it conditions the shot
+# but is not one of its frames); frames of a shot are 0, 1, ...
+KEYFRAME_INDEX = -1
+
+
 @dataclass(frozen=True)
 class RoutedFrame:
     shot_id: str
-    index: int
+    index: int  # a latent frame of the shot, or KEYFRAME_INDEX
     score: float  # the policy's relevance score (attention mass for CAMR, recency rank otherwise)
 
 

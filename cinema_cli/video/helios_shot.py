@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from cinema_cli.video.base import ShotRequest
 from cinema_cli.video.camr import probe_scores
-from cinema_cli.video.causal import LatentHistory, Routing
+from cinema_cli.video.causal import KEYFRAME_INDEX, LatentHistory, Routing
 from cinema_cli.video.helios_chunks import (
     ChunkConditioning,
     decode_chunk,
@@ -24,7 +24,7 @@ from cinema_cli.video.helios_memory import FramePool, choose, forced_frames, rou
 from cinema_cli.video.prompting import shot_prompt
 from cinema_cli.video.wan_model import read_image
 
-KEYFRAME = -1  # the own-frame index of the keyframe's latent (the pipeline's "fake image latent")
+KEYFRAME = KEYFRAME_INDEX  # the own-frame index of the keyframe's latent (the pipeline's "fake image latent")
 MAX_TEXT_TOKENS = 512  # the pipeline's default max_sequence_length
 
 
