@@ -110,11 +110,12 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     finally:
         if metrics is not None:
             metrics.close()
-        accelerator.end_training()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and done == config.steps:
         family.save_weights(accelerator.unwrap_model(model), run / "lora" if config.method == "lora" else run)
     accelerator.wait_for_everyone()
+    # Last: accelerate's end_training closes the trackers and also tears down the process group.
+    accelerator.end_training()
     return {"run": str(run), "steps": config.steps, "first_step": first + 1, "last_step": done,
             "losses": losses, "processes": world}
 
