@@ -55,6 +55,8 @@ class KeyframeStage:
     def group_of(self, board: Storyboard, shot: Shot) -> list[Shot] | None:
         """The shots drawn together with `shot` (itself included), or None when the backend
         draws one keyframe at a time."""
+        if not hasattr(self.ctx.keyframes.cls, "render_group"):
+            return None  # (without making the backend: `status` makes none)
         backend = self.ctx.keyframes.instance
         if not isinstance(backend, GroupKeyframeBackend):
             return None
