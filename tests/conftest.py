@@ -4,7 +4,15 @@ offline; the registered backends and the options that run each one here."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# pytest -n N runs N workers side by side: each worker (and the cinema processes it
+# starts) gets its share of the cores, as torch threads competing for the same cores
+# slow every test down. Set before anything imports torch.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import pytest
 

@@ -49,20 +49,20 @@ def family_for(config, dataset: Path):
 def test_scene_mode_learns_resumes_exactly_and_its_loras_load_in_diffusers(dataset, small, tmp_path):
     whole = tmp_path / "whole"
     cinema("train", "video", dataset, "--mode", "scene", *FAST, "--config", small, "--shot-frames", "8",
-           "--steps", "60", "--checkpoint-every", "20", "--validate-every", "30", "-o", whole)
+           "--steps", "60", "--checkpoint-every", "25", "--validate-every", "30", "-o", whole)
     values = losses(whole)
     assert len(values) == 60 and fell(values), values
     assert sorted(p.name for p in (whole / "lora").iterdir()) == ["lora_high.safetensors", "lora_low.safetensors"]
     clips = sorted(p.name for p in (whole / "samples").glob("*.mp4"))
     assert clips == ["step-00000030.mp4", "step-00000060.mp4"]
 
-    # Resume from the step-40 checkpoint: steps 41..60 again, to the same losses.
+    # Resume from the step-50 checkpoint: steps 51..60 again, to the same losses.
     cut = tmp_path / "cut"
     shutil.copytree(whole, cut)
     shutil.rmtree(cut / "checkpoints" / "step-00000060")
     shutil.rmtree(cut / "lora")
     resumed = json.loads(cinema("train", "video", dataset, "-o", cut, "--resume", "--json").stdout.splitlines()[-1])
-    assert resumed["first_step"] == 41
+    assert resumed["first_step"] == 51
     assert losses(cut) == losses(whole)
 
     # The adapters load into a diffusers Wan pipeline (high into transformer, low into
@@ -96,7 +96,7 @@ def test_keyframes_mode_learns_and_two_processes_match_one(dataset, small, tmp_p
     args = ["train", "video", str(dataset), "--mode", "keyframes", *FAST[:-2], "--batch-size", "2", "--config",
             str(small), "--shot-frames", "5", "--checkpoint-every", "100"]
     one, two = tmp_path / "one", tmp_path / "two"
-    result = cinema(*args, "--steps", "60", "-o", one, "--json")
+    result = cinema(*args, "--steps", "40", "-o", one, "--json")
     summary = json.loads(result.stdout.splitlines()[-1])
     assert summary["experts"] == ["high"] and summary["mode"] == "keyframes"
     assert fell(losses(one)), losses(one)
