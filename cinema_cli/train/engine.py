@@ -50,3 +50,24 @@ def sharding(config) -> dict:
     return {"fsdp_plugin": FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
         transformer_cls_names_to_wrap=["WanTransformerBlock"], state_dict_type="FULL_STATE_DICT")}
+
+
+def make_trainable(transformer, config, targets: list[str], checkpoint=None) -> None:
+    """A LoRA on `targets` (peft, in diffusers' format) or every weight (`method: full`),
+    trained in fp32 over bf16 base weights; gradient checkpointing when the config asks
+    (`checkpoint`: the recompute function, when the family needs its own)."""
+    if config.method == "lora":
+        from peft import LoraConfig  # after the base is loaded: transformers is importable then
+
+        transformer.add_adapter(LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha,
+                                           init_lora_weights="gaussian", target_modules=targets))
+        for p in transformer.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    else:
+        transformer.float().requires_grad_(True)
+    if config.gradient_checkpointing:
+        if checkpoint is None:
+            transformer.enable_gradient_checkpointing()
+        else:
+            transformer.enable_gradient_checkpointing(gradient_checkpointing_func=checkpoint)

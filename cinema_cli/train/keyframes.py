@@ -17,6 +17,7 @@ from pathlib import Path
 
 from cinema_cli.errors import BadInput
 from cinema_cli.train import sequences as seqs
+from cinema_cli.train.engine import make_trainable
 from cinema_cli.train.config import TrainConfig
 
 # LoRA on every attention projection of both block kinds (and the single blocks' fused
@@ -72,18 +73,7 @@ class KeyframeTraining:
         self.pipe.text_encoder.to(device).requires_grad_(False)
         transformer = self.pipe.transformer.to(device)
         transformer.requires_grad_(False)
-        if self.config.method == "lora":
-            from peft import LoraConfig  # after load_base: transformers is importable then
-
-            transformer.add_adapter(LoraConfig(r=self.config.lora.rank, lora_alpha=self.config.lora.alpha,
-                                               init_lora_weights="gaussian", target_modules=LORA_TARGETS))
-            for p in transformer.parameters():
-                if p.requires_grad:
-                    p.data = p.data.float()  # the adapter trains in fp32 over bf16 base weights
-        else:
-            transformer.float().requires_grad_(True)
-        if self.config.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+        make_trainable(transformer, self.config, LORA_TARGETS)
         transformer.train()
         self.device = device
         return InterleavedFlux2(transformer)

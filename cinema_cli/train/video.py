@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cinema_cli.errors import BadInput
 from cinema_cli.train import sequences as seqs
+from cinema_cli.train.engine import make_trainable
 from cinema_cli.train.video_config import VideoTrainConfig
 
 # LoRA on every projection of both attentions and the feed-forward of every block.
@@ -124,24 +125,10 @@ class VideoTraining:
             transformer.requires_grad_(False)
             install_scene_attention(transformer, self.scene)
             if expert in self.experts:
-                self._make_trainable(transformer)
+                make_trainable(transformer, self.config, LORA_TARGETS, checkpoint=self._checkpoint)
                 modules[expert] = transformer
             transformer.train(expert in self.experts)
         return VideoModel(modules, self.scene)
-
-    def _make_trainable(self, transformer) -> None:
-        if self.config.method == "lora":
-            from peft import LoraConfig
-
-            transformer.add_adapter(LoraConfig(r=self.config.lora.rank, lora_alpha=self.config.lora.alpha,
-                                               init_lora_weights="gaussian", target_modules=LORA_TARGETS))
-            for p in transformer.parameters():
-                if p.requires_grad:
-                    p.data = p.data.float()  # the adapter trains in fp32 over bf16 base weights
-        else:
-            transformer.float().requires_grad_(True)
-        if self.config.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing(gradient_checkpointing_func=self._checkpoint)
 
     def _checkpoint(self, block, *args):
         """Per-block activation checkpointing whose recomputation runs under the scene
