@@ -6,8 +6,10 @@ Exit codes: 0 ok, 1 failure (ffmpeg, backend, lock held), 2 bad input or usage.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -63,8 +65,18 @@ def _interrupted(signum: int, frame: object) -> None:
     raise Interrupted
 
 
+def _redeliver_lost_interrupt(unraisable) -> None:
+    """Ctrl-C that landed in code whose exceptions Python ignores (an at-fork hook, run
+    when a subprocess starts) would be lost: deliver it again a moment later."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, _interrupted)
+    sys.unraisablehook = _redeliver_lost_interrupt
     try:
         cinema_command(app)(prog_name="cinema")
     except Interrupted:
