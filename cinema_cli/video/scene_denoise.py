@@ -33,7 +33,6 @@ import torch
 from cinema_cli.attention.layout import PromptLayout, ShotLayout
 from cinema_cli.attention.processors import SceneAttention
 from cinema_cli.errors import BadInput
-from cinema_cli.project.schema import plain_text
 from cinema_cli.video.base import SceneRequest, StepProgress
 from cinema_cli.video.prompting import shot_prompt
 from cinema_cli.video.wan_model import anchor_prediction, decode, latent_frames, on_path, read_image
