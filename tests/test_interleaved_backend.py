@@ -121,10 +121,23 @@ def test_the_lora_file_is_an_input_of_every_keyframe(tmp_path):
     adapter.write_bytes(b"first training")
     options = InterleavedOptions(model="tiny", lora=str(tmp_path / "run"))
     hasher = InputHasher(tmp_path / "hashes.json", tmp_path)
-    first = declared_inputs(InterleavedKeyframes, options, tmp_path, hasher)
+    first = declared_inputs(InterleavedKeyframes, options, hasher)
     adapter.write_bytes(b"retrained, same path")
-    assert declared_inputs(InterleavedKeyframes, options, tmp_path, hasher) != first
-    assert declared_inputs(InterleavedKeyframes, InterleavedOptions(model="tiny"), tmp_path, hasher) is None
+    assert declared_inputs(InterleavedKeyframes, options, hasher) != first
+    assert declared_inputs(InterleavedKeyframes, InterleavedOptions(model="tiny"), hasher) is None
+
+
+def test_a_relative_lora_is_the_projects_whatever_the_working_directory(tmp_path, monkeypatch):
+    from cinema_cli.runtime.inputs import resolve_file_options
+
+    (tmp_path / "film" / "run" / "lora").mkdir(parents=True)
+    (tmp_path / "film" / "run" / "lora" / "pytorch_lora_weights.safetensors").write_bytes(b"trained")
+    monkeypatch.chdir(tmp_path)
+    options = resolve_file_options(InterleavedOptions(model="tiny", lora="run"), tmp_path / "film")
+    assert options.lora == str(tmp_path / "film" / "run")
+    assert InterleavedKeyframes.input_files(options)["lora"].is_file()
+    assert resolve_file_options(InterleavedOptions(model="tiny", lora="~/run"), tmp_path).lora == \
+        str(Path("~/run").expanduser())
 
 
 # ---------------------------------------------------------------- joint mode

@@ -101,15 +101,49 @@ def test_keyframes_mode_learns_and_two_processes_match_one(dataset, small, tmp_p
     assert summary["experts"] == ["high"] and summary["mode"] == "keyframes"
     assert fell(losses(one)), losses(one)
     assert_adapter_reproduces_its_training_clip(one, dataset, ["high"])
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              "29527", "-m", "cinema_cli", *args, "--steps", "3", "-o", str(two), "--json"]
-    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = accelerate_launch(2, 29527, [*args, "--steps", "3", "-o", two, "--json"])
     assert json.loads(result.stdout.strip().splitlines()[-1])["processes"] == 2
     # A constant LR (Captain Cinema's recipe): the first 3 steps are the same in a longer run.
     assert losses(two) == pytest.approx(losses(one)[:3], rel=1e-4, abs=1e-6)
+
+
+def accelerate_launch(processes: int, port: int, args: list) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(port), "-m", "cinema_cli", *map(str, args)]
+    result = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_context_parallel_training_equals_one_process(dataset, small, tmp_path):
+    """`--cp 2` over 2 processes (gloo): each sample's tokens split in two (Ulysses), both
+    experts, a validation clip rendered by the group: the same losses and gradient norms
+    (rel 1e-5) and the same LoRAs as one process. Adam normalises each weight's step, so
+    float32 rounding in gradients near its eps moves a weight by up to ~1.4e-5 at this LR;
+    a group whose gradients are not summed (DDP's mean alone) gives half the norm."""
+    from safetensors.torch import load_file
+
+    args = ["train", "video", dataset, "--mode", "scene", *FAST[:-3], "0.002", "--batch-size", "1", "--config",
+            small, "--shot-frames", "8", "--steps", "3", "--checkpoint-every", "100", "--validate-every", "3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    cinema(*args, "-o", one)
+    result = accelerate_launch(2, 29529, [*args, "--cp", "2", "-o", two, "--json"])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["processes"], summary["cp"]) == (2, 2)
+
+    def metric(run: Path, name: str) -> list[float]:
+        return [json.loads(line)[name] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    assert metric(two, "loss") == pytest.approx(metric(one, "loss"), rel=1e-5)
+    assert metric(two, "grad_norm") == pytest.approx(metric(one, "grad_norm"), rel=1e-5)
+    for expert in ("high", "low"):
+        a, b = (load_file(run / "lora" / f"lora_{expert}.safetensors") for run in (one, two))
+        assert a.keys() == b.keys()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 5e-5
+        assert max(a[k].abs().max().item() for k in a if "lora_B" in k) > 1e-3  # it trained
+    assert (two / "samples" / "step-00000003.mp4").is_file()
 
 
 def test_scene_gradients_follow_the_sparse_pattern(dataset):
@@ -226,6 +260,18 @@ def test_bad_video_training_inputs_exit_2_and_write_nothing(dataset, tmp_path):
     config = write_yaml(tmp_path / "train.yaml", "mode: scene\nshot_frames: 6\n")
     result = cinema("train", "video", dataset, "--base", "tiny", "-o", run, "--config", config, rc=2)
     assert "multiple of 4" in result.stderr and "train.yaml" in result.stderr
+    # Context parallelism: a launch that is not a multiple of cp, ring attention (no
+    # backward pass), tokens per latent frame (4 at 32x32) or heads (2) not divisible.
+    scene = ["train", "video", dataset, "--mode", "scene", "--base", "tiny", "-o", run]
+    result = cinema(*scene, "--size", "32x32", "--cp", "2", rc=2)
+    assert "needs a multiple of 2 (this is 1 process)" in result.stderr and "--num_processes 2" in result.stderr
+    ring = write_yaml(tmp_path / "ring.yaml", "cp: 2\ncp_mode: ring\n")
+    result = cinema(*scene, "--config", ring, rc=2)
+    assert "cp_mode: ring runs inference only" in result.stderr
+    result = cinema(*scene, "--size", "32x32", "--cp", "3", rc=2)
+    assert "make 4 tokens per latent frame; choose a cp dividing 4" in result.stderr
+    result = cinema(*scene, "--size", "64x64", "--cp", "4", rc=2)
+    assert "tiny has 2; choose a cp dividing 2" in result.stderr
     assert not run.exists()
 
     keyframe_run = tmp_path / "kf"

@@ -315,37 +315,49 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
-def test_a_retrained_video_lora_makes_the_shots_stale_and_a_bad_one_changes_nothing(tmp_path):
+def test_a_retrained_video_lora_makes_the_shots_stale_and_a_bad_one_changes_nothing(tmp_path, monkeypatch):
+    """With a relative `lora:` (taken inside the project) run from another folder, where a
+    file of that name is garbage: the project's file is loaded and hashed, whatever the
+    working directory."""
     from cinema_cli.pipeline import DONE, Pipeline
     from cinema_cli.project.project import Project
 
     adapter = make_adapter(build_tiny("wan", kind="i2v").transformer)
-    lora = write_layouts(adapter, tmp_path / "loras")["musubi"]
-    root = lora_project(tmp_path, lora)
+    root = lora_project(tmp_path, Path("loras") / "musubi.safetensors")
+    lora = write_layouts(adapter, root / "loras")["musubi"]
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "loras").mkdir(parents=True)
+    (elsewhere / "loras" / "musubi.safetensors").write_bytes(b"not the project's lora")
+    monkeypatch.chdir(elsewhere)
     first = Pipeline(Project.open(root)).run()
     assert first.rebuilt.shots == ["s01", "s02"] and first.rebuilt.film
 
     report = Pipeline(Project.open(root)).status()
     assert {r.shot.state for r in report.shots} == {DONE} and report.film.state == DONE
-    # Retrained at the same path: the shots and the film are stale, the keyframes are not.
-    write_layouts(make_adapter(build_tiny("wan", kind="i2v").transformer, seed=4), tmp_path / "loras")
+    # Retrained at the same path: the shots and the film are stale, the keyframes are not
+    # (asked from a third folder, with no loras/ at all).
+    write_layouts(make_adapter(build_tiny("wan", kind="i2v").transformer, seed=4), root / "loras")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    result = subprocess.run([CINEMA, "status", "--json"], cwd=root, capture_output=True, text=True, env=env,
-                            timeout=300)
+    result = subprocess.run([CINEMA, "status", "--json", "-p", str(root)], cwd=tmp_path, capture_output=True,
+                            text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert [(s["keyframe"], s["shot"], s["stale_because"]) for s in status["shots"]] == \
         [("done", "stale", ["backend input lora changed"])] * 2
     assert status["film"] == "stale" and status["story"] == "done"
 
-    # A LoRA for the second expert of a model that has none, a file of an unknown layout:
-    # refused before anything is written.
+    # A LoRA for the second expert of a model that has none, a file of an unknown layout,
+    # a relative path with no file in the project (named as resolved): refused before
+    # anything is written.
     config = yaml.safe_load((root / "cinema.yaml").read_text())
     before = snapshot(root)
     unknown = tmp_path / "loras" / "loha.safetensors"
+    unknown.parent.mkdir()
     save_file({"lora_unet_blocks_0_self_attn_q.hada_w1_a": torch.ones(2, 24)}, str(unknown))
+    missing = str(root / "loras" / "missing.safetensors")
     for options, message in (({"lora_2": str(lora)}, "has a single transformer"),
-                             ({"lora": str(unknown)}, "does not know: 1 of its 1 keys .*hada_w1_a")):
+                             ({"lora": str(unknown)}, "does not know: 1 of its 1 keys .*hada_w1_a"),
+                             ({"lora": "loras/missing.safetensors", "lora_2": None}, f"lora: {missing} is neither")):
         config["video"]["options"].update(options)
         (root / "cinema.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         before["cinema.yaml"] = (root / "cinema.yaml").read_bytes()

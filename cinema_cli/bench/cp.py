@@ -9,6 +9,9 @@ best time over the repeats (after a warm-up) and its peak memory for one call be
 inputs (peak RSS in a fresh process on a CPU, as `bench attention` measures). Throughput is
 query tokens per second: per process (its share) and for the whole group.
 
+`training` measures the same with the backward pass (as `cinema train video --cp N`
+runs it), for Ulysses only: ring attention has no backward.
+
 On a CPU every process runs one thread, so N processes use N cores against one core for
 the single process: the speedup is what splitting the work across devices gives.
 """
@@ -38,15 +41,22 @@ def run_cp_bench(degree: int = 2, shots: int = SHOTS, tokens: int = TOKENS_PER_F
     report = {"device": single["device"], "dtype": single["dtype"], "threads_per_process": 1, "shots": shots,
               "tokens": single["tokens"], "heads": HEADS, "head_dim": HEAD_DIM, "degree": degree,
               "single": single, "modes": {}}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(degree)]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(degree),
+              "-m", "cinema_cli.bench.cp_worker", str(shots), str(tokens), str(repeats)]
     for mode in ("ulysses", "ring"):
-        ranks = sorted(_run([*launch, "-m", "cinema_cli.bench.cp_worker", str(shots), str(tokens), str(repeats),
-                             mode]), key=lambda r: r["rank"])
-        slowest = max(r["seconds"] for r in ranks)
-        report["modes"][mode] = {
-            "ranks": ranks,
-            "group_tokens_per_second": round(single["tokens"] / slowest, 1),
-            "speedup": round(single["seconds"] / slowest, 3),
-            "peak_mb_per_rank_over_single": round(max(r["peak_mb"] for r in ranks) / single["peak_mb"], 3),
-        }
+        report["modes"][mode] = _group(_run([*launch, mode]), single)
+    alone = _run([*worker, "single", "train"])[0]
+    report["training"] = {"single": alone, "ulysses": _group(_run([*launch, "ulysses", "train"]), alone)}
     return report
+
+
+def _group(ranks: list[dict], single: dict) -> dict:
+    """The group's figures against one process's: it is as fast as its slowest rank."""
+    ranks = sorted(ranks, key=lambda r: r["rank"])
+    slowest = max(r["seconds"] for r in ranks)
+    return {
+        "ranks": ranks,
+        "group_tokens_per_second": round(single["tokens"] / slowest, 1),
+        "speedup": round(single["seconds"] / slowest, 3),
+        "peak_mb_per_rank_over_single": round(max(r["peak_mb"] for r in ranks) / single["peak_mb"], 3),
+    }

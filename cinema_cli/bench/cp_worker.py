@@ -1,5 +1,6 @@
-"""One process of `cinema bench cp`: python -m cinema_cli.bench.cp_worker SHOTS TOKENS REPEATS MODE,
-MODE single (alone) or ulysses / ring (one of torchrun's processes). Prints one JSON line."""
+"""One process of `cinema bench cp`: python -m cinema_cli.bench.cp_worker SHOTS TOKENS REPEATS MODE
+[train], MODE single (alone) or ulysses / ring (one of torchrun's processes); `train`: forward
+and backward (as training runs it), else forward only. Prints one JSON line."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from cinema_cli.bench.cp import FRAMES_PER_SHOT, HEAD_DIM, HEADS
 from cinema_cli.runtime.torch_compat import prepare_torch
 
 
-def main(shots: int, tokens: int, repeats: int, mode: str) -> None:
+def main(shots: int, tokens: int, repeats: int, mode: str, train: bool = False) -> None:
     prepare_torch()
     import torch
 
@@ -59,8 +60,14 @@ def main(shots: int, tokens: int, repeats: int, mode: str) -> None:
         return [t[:, start:end].contiguous() if count == layout.length else t for t in whole]
 
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    with torch.no_grad():
-        q, k, v = inputs(layout.length)
+    if train:
+        attention = run
+
+        def run(q, k, v):
+            attention(q, k, v).sum().backward()
+
+    with torch.enable_grad() if train else torch.no_grad():
+        q, k, v = (t.requires_grad_(train) for t in inputs(layout.length))
         if cuda:
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
@@ -78,13 +85,16 @@ def main(shots: int, tokens: int, repeats: int, mode: str) -> None:
             run(q, k, v)
             sync()
             best = min(best, time.perf_counter() - began)
-    print(json.dumps({
-        "rank": rank, "mode": mode, "device": torch.cuda.get_device_name() if cuda else "cpu",
+    # One write of the whole line: the group's processes share the pipe (a write under
+    # PIPE_BUF is atomic; print's separate newline could land after another rank's line).
+    sys.stdout.write(json.dumps({
+        "rank": rank, "mode": mode, "backward": train, "device": torch.cuda.get_device_name() if cuda else "cpu",
         "dtype": str(dtype).removeprefix("torch."), "tokens": layout.length, "own_tokens": end - start,
         "seconds": round(best, 5), "tokens_per_second": round((end - start) / best, 1),
         "peak_mb": round(peak / 2**20, 2),
-    }))
+    }) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:] == ["train"])

@@ -571,7 +571,8 @@ def bench_cp(
     json_mode: bool = JsonOpt,
 ) -> None:
     """Context parallelism: one scene's sparse self-attention split over N processes
-    (Ulysses, ring) against one process: time, tokens/s and peak memory per process."""
+    (Ulysses, ring) against one process: time, tokens/s and peak memory per process;
+    and with the backward pass, as training runs it (Ulysses)."""
     from cinema_cli.bench.cp import run_cp_bench
 
     try:
@@ -589,6 +590,10 @@ def bench_cp(
                              f"{rank['peak_mb']} MB")
         output.out.print(f"{mode}: speedup {result['speedup']}, peak per rank / single "
                          f"{result['peak_mb_per_rank_over_single']}")
+    training = report["training"]
+    output.out.print(f"training (forward + backward): single {training['single']['seconds']} s; ulysses speedup "
+                     f"{training['ulysses']['speedup']}, peak per rank / single "
+                     f"{training['ulysses']['peak_mb_per_rank_over_single']}")
 
 
 finishing.register(app, eval_app)  # board, export, eval cuts

@@ -122,6 +122,9 @@ def video(
     shot_frames: Optional[int] = typer.Option(None, "--shot-frames", help="Frames per shot (scene: 4k; keyframes: 4k+1)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
     validate_every: Optional[int] = typer.Option(None, "--validate-every", help="Steps between validation clips."),
+    cp: Optional[int] = typer.Option(None, "--cp", min=1, max=64,
+                                     help="Processes each sample's tokens are split over (context parallelism, "
+                                          "Ulysses; cp in train.yaml). Launch a multiple of it."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     json_mode: bool = JsonOpt,
 ) -> None:
@@ -129,6 +132,7 @@ def video(
 
     Examples: cinema train video ds --base Wan-AI/Wan2.2-T2V-A14B-Diffusers --mode scene -o runs/holo
               accelerate launch -m cinema_cli train video ds --mode keyframes --base Wan-AI/Wan2.2-I2V-A14B-Diffusers -o runs/kf
+              accelerate launch --num_processes 8 -m cinema_cli train video ds --mode scene --base ... --cp 4 -o runs/long
     """
     from cinema_cli.errors import BadInput
     from cinema_cli.train import run as run_folder
@@ -147,7 +151,7 @@ def video(
         overrides = {"mode": mode, "expert": expert, "steps": steps, "batch_size": batch_size, "optimizer.lr": lr,
                      "lora.rank": rank, "method": method, "height": height, "width": width,
                      "shot_frames": shot_frames, "checkpoint_every": checkpoint_every,
-                     "validate_every": validate_every, "seed": seed}
+                     "validate_every": validate_every, "cp": cp, "seed": seed}
         if resume:
             given = [k for k, v in overrides.items() if v is not None] + (["--config"] if config_file else [])
             if given:

@@ -38,6 +38,7 @@ from cinema_cli.keyframes.base import (
 from cinema_cli.memory.goldenmem import schedule
 from cinema_cli.project.project import Project
 from cinema_cli.runtime.backends import resolve_backend
+from cinema_cli.runtime.inputs import resolve_file_options
 
 PAIRS = (8, 16, 32, 48)
 MEMORIES = ("goldenmem", "naive")
@@ -54,7 +55,8 @@ def run_stress(project: Project, tools, *, pairs: tuple[int, ...] = PAIRS, frame
                        "flux2, `model: tiny` to try the plumbing); the sketch previz draws without context")
     backend_cls = keyframe_backends.get(name)
     try:
-        backend = backend_cls(backend_cls.Options.model_validate(config.keyframes.options))
+        options = backend_cls.Options.model_validate(config.keyframes.options)
+        backend = backend_cls(resolve_file_options(options, project.root))
     except ValidationError as err:
         raise BadInput(f"cinema.yaml keyframes.options: {err}") from None
     width, height = config.resolution.width, config.resolution.height

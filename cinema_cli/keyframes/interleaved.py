@@ -31,6 +31,7 @@ from cinema_cli.keyframes.base import KeyframeRequest, StepProgress, keyframe_ba
 from cinema_cli.keyframes.flux2 import Flux2Keyframes, Flux2Options, _open
 from cinema_cli.keyframes.prompting import keyframe_prompt
 from cinema_cli.project.schema import Storyboard, plain_text
+from cinema_cli.runtime.inputs import FileOption
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 from cinema_cli.runtime.torch_compat import prepare_torch
 
@@ -53,7 +54,7 @@ class InterleavedOptions(Flux2Options):
     # 512), and of every pair in joint mode, as in training.
     context_caption_tokens: int = Field(128, ge=8, le=512)
     # A LoRA from `cinema train keyframes`: the run folder, its lora/ folder or the file.
-    lora: str | None = None
+    lora: FileOption = None
 
     @field_validator("context_noise")
     @classmethod

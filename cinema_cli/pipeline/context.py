@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,7 +29,7 @@ from cinema_cli.project.schema import AssembleSettings, CinemaConfig, StorySetti
 from cinema_cli.project.yamlio import dotted, file_error, message_of
 from cinema_cli.registry import Registry
 from cinema_cli.runtime.backends import resolve_backend
-from cinema_cli.runtime.inputs import InputHasher, declared_inputs
+from cinema_cli.runtime.inputs import InputHasher, declared_inputs, resolve_file_options
 from cinema_cli.story.base import storyboarders
 from cinema_cli.video.base import EncodeSettings, shot_backends
 
@@ -39,7 +40,14 @@ class BackendChoice:
     options. What a recipe records of it needs no instance."""
 
     cls: type
-    options: BaseModel
+    options: BaseModel  # as cinema.yaml wrote them: what recipes record
+    root: Path  # the project's: where relative file options lie
+
+    @cached_property
+    def resolved(self) -> BaseModel:
+        """The options the backend reads and whose files are hashed: file options
+        (FileOption) absolute, so both are the same file whatever the working directory."""
+        return resolve_file_options(self.options, self.root)
 
     @property
     def name(self) -> str:
@@ -51,7 +59,7 @@ class BackendChoice:
 
     @cached_property
     def instance(self) -> Any:
-        return self.cls(self.options)
+        return self.cls(self.resolved)
 
 
 @dataclass
@@ -92,7 +100,7 @@ class Context:
 
     def backend_inputs(self, choice: BackendChoice) -> dict[str, str] | None:
         """Content hashes of the files `choice` declares it reads; None when it reads none."""
-        return declared_inputs(choice.cls, choice.options, self.project.root, self.input_hasher)
+        return declared_inputs(choice.cls, choice.resolved, self.input_hasher)
 
     @property
     def backend_names(self) -> dict[str, str]:
@@ -152,7 +160,7 @@ def choose(project: Project, stage: str, registry: Registry, settings: Any, name
             ((stage, "options", *map(str, e["loc"])), f"{stage}.options.{dotted(e['loc'])}", message_of(e))
             for e in err.errors()
         ]) from None
-    return BackendChoice(cls, options)
+    return BackendChoice(cls, options, project.root)
 
 
 def music_bed(project: Project, settings: AssembleSettings, *, from_flag: bool) -> MusicBed | None:

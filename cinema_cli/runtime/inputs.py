@@ -9,6 +9,11 @@ A backend declares them with class methods (no instance, nothing loaded):
     @classmethod
     def input_files(cls, options) -> dict[str, Path]   # optional: name -> file or folder
 
+An option naming such a file is typed `FileOption`: the context resolves it once
+(`resolve_file_options`: `~` expanded, a relative path taken inside the project), so the
+backend loads and the recipe hashes the same file whatever the working directory. The
+recipe records the option as written (project-relative), and the file by its content.
+
 A model named by a Hugging Face id is recorded by that id (the Hub names its weights;
 downloading it must not make anything stale). A model in a local folder — a fine-tune
 saved over the last one — and every input file are recorded by their content: hashing
@@ -23,11 +28,33 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
 
 from cinema_cli.errors import BadInput
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.manifest import file_sha256
+
+
+class _FileMarker:
+    """Marks a backend option that names a file or folder (see FileOption)."""
+
+
+# A backend option naming a file or folder the backend reads (a LoRA, a run folder).
+FileOption = Annotated[str | None, _FileMarker()]
+
+
+def resolve_file_options(options: BaseModel, root: Path) -> BaseModel:
+    """`options` with every FileOption an absolute path: `~` expanded, a relative path
+    taken inside the project `root` (not the working directory)."""
+    updates = {}
+    for name, field in type(options).model_fields.items():
+        value = getattr(options, name)
+        if value and any(isinstance(m, _FileMarker) for m in field.metadata):
+            path = Path(value).expanduser()
+            updates[name] = str(path if path.is_absolute() else root / path)
+    return options.model_copy(update=updates) if updates else options
 
 
 @runtime_checkable
@@ -95,10 +122,9 @@ def _hub_snapshot(folder: Path) -> str | None:
     return None
 
 
-def declared_inputs(cls: type, options: Any, root: Path, hasher: InputHasher) -> dict[str, str] | None:
-    """{name: content hash} of the local files `cls` with `options` reads; None when
-    there are none (Hub ids are in the options already). A relative path is taken
-    inside the project."""
+def declared_inputs(cls: type, options: Any, hasher: InputHasher) -> dict[str, str] | None:
+    """{name: content hash} of the local files `cls` with `options` (their FileOptions
+    resolved) reads; None when there are none (Hub ids are in the options already)."""
     if not isinstance(cls, DeclaresInputs):
         return None
     found: dict[str, str] = {}
@@ -108,7 +134,6 @@ def declared_inputs(cls: type, options: Any, root: Path, hasher: InputHasher) ->
             found[f"model {model}"] = hasher(folder)
     files = getattr(cls, "input_files", None)
     for name, path in (files(options) if files else {}).items():
-        path = path if path.is_absolute() else root / path
         if not path.exists():
             raise BadInput(f"{cls.name}: {name} {path} not found")
         found[name] = hasher(path)

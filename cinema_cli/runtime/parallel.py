@@ -57,8 +57,6 @@ def init_group(device: str) -> None:
 
     if dist.is_initialized():
         return
-    # diffusers' context-parallel gather calls a torch collective that torch deprecates: not the user's concern.
-    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers.hooks.context_parallel")
     if device == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("cpu:gloo,cuda:nccl", timeout=WAIT)
@@ -98,11 +96,13 @@ def check_tokens(cp: ContextParallelSettings, tokens_per_frame: int, heads: int 
                        f"{heads} attention heads to divide by {cp.degree}; use runtime.cp.mode: ring")
 
 
-def enable_context_parallel(transformer, config, device: str) -> None:
+def enable_context_parallel(transformer, config, device: str, mesh=None) -> None:
     """What diffusers' `ModelMixin.enable_parallelism` does, with the mesh on `device`:
     record the config, give it to every attention processor, hook the model by its
     `_cp_plan`. (enable_parallelism itself picks the device as rank % accelerator count,
-    which divides by zero on a CPU-only torch; this is the same on CUDA and runs on the CPU.)"""
+    which divides by zero on a CPU-only torch; this is the same on CUDA and runs on the CPU.)
+    `mesh`: a device mesh with "ring" and "ulysses" dimensions among others (training's
+    data-parallel x context-parallel one); default, one of the whole world."""
     import torch.distributed as dist
     from diffusers.hooks.context_parallel import apply_context_parallel
     from diffusers.models._modeling_parallel import ParallelConfig
@@ -110,8 +110,11 @@ def enable_context_parallel(transformer, config, device: str) -> None:
 
     if transformer._parallel_config is not None:
         raise RuntimeError("context parallelism is already enabled on this transformer")
+    # diffusers' context-parallel gather calls a torch collective that torch deprecates: not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers.hooks.context_parallel")
     parallel = ParallelConfig(context_parallel_config=config)
-    mesh = init_device_mesh(device, config.mesh_shape, mesh_dim_names=config.mesh_dim_names)
+    if mesh is None:
+        mesh = init_device_mesh(device, config.mesh_shape, mesh_dim_names=config.mesh_dim_names)
     rank = dist.get_rank()
     parallel.setup(rank, dist.get_world_size(), _device(device), mesh=mesh)
     transformer._parallel_config = parallel

@@ -22,6 +22,7 @@ from cinema_cli.runtime.torch_compat import prepare_torch
 
 LATENT_CHANNELS = 4
 TEXT_WIDTH = 32
+HEADS = 2
 
 
 @tiny_preset("wan")
@@ -53,7 +54,7 @@ def tiny_transformer(in_channels: int):
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=in_channels,
+        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=12, in_channels=in_channels,
         out_channels=LATENT_CHANNELS, text_dim=TEXT_WIDTH, freq_dim=16, ffn_dim=32, num_layers=2, rope_max_seq_len=64,
     ).eval()
 

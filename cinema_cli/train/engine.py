@@ -1,10 +1,14 @@
 """The one place that builds the Accelerator: DDP over however many processes
-`accelerate launch` / `torchrun` started (gloo on CPU, NCCL on CUDA), or one process."""
+`accelerate launch` / `torchrun` started (gloo on CPU, NCCL on CUDA), or one process;
+and how those processes divide a step (`layout`): data-parallel groups, each of `cp`
+processes that split one sample's sequence (context parallelism)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from cinema_cli.errors import BadInput
 from cinema_cli.train.config import TrainConfig
 
 
@@ -42,7 +46,7 @@ def sharding(config) -> dict:
     """accelerate's FSDP plugin for a family config that asks for `engine: fsdp` (a full
     fine-tune whose parameters do not fit one GPU): each Wan transformer block one FSDP
     unit, full state dicts gathered on rank 0 for checkpoints. Only meaningful across CUDA
-    processes (NCCL); context parallelism for long sequences would be set up here too."""
+    processes (NCCL); context parallelism for long sequences is `layout`'s."""
     if getattr(config, "engine", "ddp") != "fsdp":
         return {}
     from accelerate import FullyShardedDataParallelPlugin
@@ -50,6 +54,40 @@ def sharding(config) -> dict:
     return {"fsdp_plugin": FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
         transformer_cls_names_to_wrap=["WanTransformerBlock"], state_dict_type="FULL_STATE_DICT")}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the launched processes share a step. Process r is in data group r // cp, which
+    takes its share of the step's samples (as DDP's ranks do); the cp consecutive processes
+    of a group get the same samples and split each one's tokens (Ulysses). `mesh` is the
+    (data, ring, ulysses) device mesh diffusers' ContextParallelConfig reads (cp > 1)."""
+
+    data_rank: int
+    data_world: int
+    cp: int = 1
+    mesh: object = None
+
+
+def layout(config, accelerator) -> Layout:
+    """The layout of the processes `accelerator` runs, for the config's `cp` (1 for a family
+    without one)."""
+    cp = getattr(config, "cp", 1)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if world % cp:
+        raise BadInput(launch_message(cp, world))
+    if cp == 1:
+        return Layout(rank, world)
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(accelerator.device.type, (world // cp, 1, cp), mesh_dim_names=("data", "ring", "ulysses"))
+    return Layout(rank // cp, world // cp, cp, mesh)
+
+
+def launch_message(cp: int, world: int) -> str:
+    return (f"cp: {cp} splits each sample over {cp} processes, so a run needs a multiple of {cp} "
+            f"(this is {world} process{'es' if world > 1 else ''}): accelerate launch --num_processes {cp} "
+            f"-m cinema_cli train video ... --cp {cp} (or {2 * cp}, {3 * cp}, ... for data parallelism too)")
 
 
 def make_trainable(transformer, config, targets: list[str], checkpoint=None) -> None:

@@ -22,7 +22,7 @@ from typing import Protocol
 from cinema_cli.errors import BadInput
 from cinema_cli.train import run as run_folder
 from cinema_cli.train.config import TrainConfig
-from cinema_cli.train.engine import build_accelerator
+from cinema_cli.train.engine import Layout, build_accelerator, layout
 
 
 class Family(Protocol):
@@ -34,6 +34,8 @@ class Family(Protocol):
     def save_weights(self, model, folder: Path) -> None: ...
     # With `validation:` set: draw the held-out sequences, write RUN/validation/, return the errors.
     def validate(self, model, run: Path, step: int) -> dict[str, float]: ...
+    # With `cp` above 1 (a family that has it): context parallelism on the built model.
+    def parallelize(self, model, groups) -> None: ...
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -53,11 +55,15 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
 
     config = family.config
     accelerator = build_accelerator(config, run)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    groups = layout(config, accelerator)
+    world, rank = groups.data_world, groups.data_rank
     if config.batch_size % world:
-        raise BadInput(f"batch_size {config.batch_size} does not split over {world} processes")
+        what = f"{world} data-parallel groups of {groups.cp} processes" if groups.cp > 1 else f"{world} processes"
+        raise BadInput(f"batch_size {config.batch_size} does not split over {what}")
     torch.manual_seed(config.seed)  # the adapter's initial weights: the same on every process
     model = family.build(accelerator.device)
+    if groups.cp > 1:
+        family.parallelize(model, groups)
     params = [p for p in model.parameters() if p.requires_grad]
     o = config.optimizer
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
@@ -82,8 +88,12 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
         for step in range(first, config.steps):
             started = time.perf_counter()
             loss = family.loss(model, step, rank, world)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(params, o.grad_clip)
+            # Every process of a context-parallel group computes the whole sample's loss, but
+            # its backward reaches only what its own tokens touched: the sample's gradient is
+            # the group's sum. DDP averages over all processes, so scaling by cp makes that
+            # average the mean of the groups' whole gradients, exactly as without cp.
+            accelerator.backward(loss * groups.cp)
+            grad_norm = float(accelerator.clip_grad_norm_(params, o.grad_clip))  # before clipping
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -93,7 +103,8 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
             done = step + 1
             if accelerator.is_main_process:
                 seconds = time.perf_counter() - started
-                record = {"step": done, "loss": mean, "lr": lr, "context": config.context[config.stage(step)[0]],
+                record = {"step": done, "loss": mean, "lr": lr, "grad_norm": grad_norm,
+                          "context": config.context[config.stage(step)[0]],
                           "samples_per_s": config.batch_size / seconds, "seconds": seconds}
                 if validation is not None and done % validation.every == 0:
                     with accelerator.autocast():
@@ -106,7 +117,7 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
             if done % config.checkpoint_every == 0 or done == config.steps:
                 _save_checkpoint(accelerator, family, run, done, model, optimizer, scheduler)
             if getattr(config, "validate_every", 0) and done % config.validate_every == 0:
-                _validate(accelerator, family, run, done, model)
+                _validate(accelerator, family, run, done, model, groups)
     finally:
         if metrics is not None:
             metrics.close()
@@ -117,7 +128,7 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     # Last: accelerate's end_training closes the trackers and also tears down the process group.
     accelerator.end_training()
     return {"run": str(run), "steps": config.steps, "first_step": first + 1, "last_step": done,
-            "losses": losses, "processes": world}
+            "losses": losses, "processes": accelerator.num_processes, "cp": groups.cp}
 
 
 def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer, scheduler) -> None:
@@ -147,15 +158,17 @@ def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer
     accelerator.wait_for_everyone()
 
 
-def _validate(accelerator, family, run: Path, step: int, model) -> None:
-    """A family's validation sample at this step (rank 0 renders and writes it); the RNG
-    state is kept so validating does not change the training that follows."""
+def _validate(accelerator, family, run: Path, step: int, model, groups: Layout) -> None:
+    """A family's validation sample at this step, rendered by rank 0's context-parallel
+    group (rank 0 alone without cp) and written by rank 0 (the others pass no folder); the
+    RNG state is kept so validating does not change the training that follows."""
     import torch
 
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if groups.data_rank == 0:
         state = torch.get_rng_state()
-        family.validate(accelerator.unwrap_model(model), run / "samples", step)
+        folder = run / "samples" if accelerator.is_main_process else None
+        family.validate(accelerator.unwrap_model(model), folder, step)
         torch.set_rng_state(state)
     accelerator.wait_for_everyone()
 

@@ -2,7 +2,7 @@
 
     RUN/config.yaml            the resolved settings (config.py)
     RUN/run.json               family, base model and dataset, checked by --resume
-    RUN/metrics.jsonl          one line per step: step, loss, lr, context, samples/s
+    RUN/metrics.jsonl          one line per step: step, loss, lr, gradient norm, context, samples/s
     RUN/checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG, step and data
                                position; written under a temporary name and renamed, so a
                                checkpoint is whole or absent

@@ -23,10 +23,17 @@ timestep 1000 σ. Wan2.2 A14B's experts split the timesteps at `boundary_ratio`:
 high-noise expert (transformer) trains on σ ≥ boundary, the low-noise one (transformer_2)
 below; with `expert: both` every sample trains each expert once on its own range, so the
 two stay separate trainings (separate LoRAs) that see the same data.
+
+With `cp` above 1 each sample's video tokens are split over a group of cp processes
+(Ulysses context parallelism, attention/context_parallel): diffusers' `_cp_plan` hooks
+split the tokens before the first block and gather them after `proj_out`, and the scene
+processors exchange heads for their pattern, in forward and backward. Every process of
+the group computes the whole sample's loss; the loop sums the group's gradients.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -94,6 +101,15 @@ class VideoTraining:
         present = check_base(config.base, config.mode)
         if present is not None:
             check_expert(config, present)
+        if config.cp > 1:
+            from cinema_cli.train.engine import launch_message
+
+            geometry = base_geometry(config.base)
+            if geometry is not None:
+                check_context_parallel(config, *geometry)
+            world = int(os.environ.get("WORLD_SIZE", "1"))  # as accelerate / torchrun launched this
+            if world % config.cp:
+                raise BadInput(launch_message(config.cp, world))
         self._prepared: dict = {}
 
     # ------------------------------------------------------------ model
@@ -128,7 +144,24 @@ class VideoTraining:
                 make_trainable(transformer, self.config, LORA_TARGETS, checkpoint=self._checkpoint)
                 modules[expert] = transformer
             transformer.train(expert in self.experts)
+        transformer = self.pipe.transformer
+        check_context_parallel(self.config, transformer.config.num_attention_heads,
+                               self.pipe.vae_scale_factor_spatial * transformer.config.patch_size[1])
         return VideoModel(modules, self.scene)
+
+    def parallelize(self, model, groups) -> None:
+        """Ulysses context parallelism over the groups' cp processes on every transformer of
+        the pipeline (the untrained ones render validation clips), all on the one
+        (data, ring, ulysses) mesh the loop made."""
+        from diffusers import ContextParallelConfig
+
+        from cinema_cli.runtime.parallel import enable_context_parallel
+
+        for module in EXPERT_MODULES.values():
+            transformer = getattr(self.pipe, module, None)
+            if transformer is not None:
+                enable_context_parallel(transformer, ContextParallelConfig(ulysses_degree=groups.cp),
+                                        self.device.type, mesh=groups.mesh)
 
     def _checkpoint(self, block, *args):
         """Per-block activation checkpointing whose recomputation runs under the scene
@@ -309,8 +342,9 @@ class VideoTraining:
                 latents = latents + (following - sigma) * prediction
         return latents
 
-    def validate(self, model, folder: Path, step: int) -> Path | None:
-        """A short MP4 of the held-out sample rendered at this step (RUN/samples/step-N.mp4)."""
+    def validate(self, model, folder: Path | None, step: int) -> Path | None:
+        """A short MP4 of the held-out sample rendered at this step (RUN/samples/step-N.mp4).
+        No folder: render only (a context-parallel follower of the process that writes)."""
         if self.held_out is None:
             return None
         import numpy as np
@@ -330,6 +364,8 @@ class VideoTraining:
         finally:
             for name, m in model.experts.items():
                 m.train(training[name])
+        if folder is None:
+            return None
         folder.mkdir(parents=True, exist_ok=True)
         out = folder / f"step-{step:08d}.mp4"
         height, width = frames.shape[1:3]
@@ -361,6 +397,43 @@ def check_expert(config: VideoTrainConfig, present: list[str]) -> list[str]:
     if config.expert not in present:
         raise BadInput(f"--base {config.base} has one transformer (no low-noise expert): train it with --expert high")
     return [config.expert]
+
+
+def check_context_parallel(config: VideoTrainConfig, heads: int, pixels: int) -> None:
+    """`cp` above 1 splits every latent frame's tokens evenly over the group (diffusers'
+    even split, which gloo's gather needs), and Ulysses hands each process heads/cp heads.
+    `pixels`: the side of the square of pixels one token covers (VAE scale x patch)."""
+    cp = config.cp
+    if cp == 1:
+        return
+    tokens = (config.height // pixels) * (config.width // pixels)
+    if tokens % cp:
+        raise BadInput(f"cp: {cp} splits the video tokens evenly over {cp} processes, and {config.height}x"
+                       f"{config.width} frames make {tokens} tokens per latent frame; choose a cp dividing {tokens}, "
+                       f"or a size whose (height/{pixels})x(width/{pixels}) divides by {cp}")
+    if heads % cp:
+        raise BadInput(f"cp: {cp}: Ulysses context parallelism gives each of {cp} processes a share of the "
+                       f"attention heads, and {config.base} has {heads}; choose a cp dividing {heads}")
+
+
+def base_geometry(base: str) -> tuple[int, int] | None:
+    """(attention heads, pixels per token side) of a base known before loading: the tiny
+    preset or a local diffusers folder (None otherwise: checked once loaded)."""
+    import json
+
+    from cinema_cli.runtime.loading import local_folder
+
+    if base == "tiny":
+        from cinema_cli.runtime.tiny_wan import HEADS
+
+        return HEADS, 16
+    folder = local_folder(base)
+    if folder is None:
+        return None
+    transformer = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+    vae = json.loads((folder / "vae" / "config.json").read_text(encoding="utf-8"))
+    return transformer.get("num_attention_heads", 40), vae.get("scale_factor_spatial", 8) * transformer.get(
+        "patch_size", [1, 2, 2])[1]
 
 
 def check_base(base: str, mode: str) -> list[str] | None:

@@ -41,6 +41,11 @@ class VideoTrainConfig(Strict):
     expert: Literal["high", "low", "both"] = "both"
     method: Literal["lora", "full"] = "lora"
     engine: Literal["ddp", "fsdp"] = "ddp"  # fsdp: parameters sharded (full fine-tune)
+    # Context parallelism: each sample's tokens split over `cp` processes (of a launch of a
+    # multiple of cp processes; the groups of cp are data-parallel). Ulysses only: ring
+    # attention has no backward pass.
+    cp: int = Field(1, ge=1, le=64)
+    cp_mode: Literal["ulysses", "ring"] = "ulysses"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     optimizer: VideoOptimizerSettings = Field(default_factory=VideoOptimizerSettings)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -83,6 +88,9 @@ class VideoTrainConfig(Strict):
             raise ValueError(f"scene mode: shot_frames must be a multiple of 4 (HoloCine's cuts), got {self.shot_frames}")
         if self.mode == "keyframes" and (self.shot_frames < 5 or (self.shot_frames - 1) % 4):
             raise ValueError(f"keyframes mode: shot_frames must be 4k+1 (a Wan clip), at least 5, got {self.shot_frames}")
+        if self.cp_mode == "ring":
+            raise ValueError("cp_mode: ring runs inference only (its attention has no backward pass); "
+                             "training splits samples with cp_mode: ulysses")
         if self.engine == "fsdp" and self.method != "full":
             raise ValueError("engine: fsdp shards full fine-tuning; a LoRA trains with engine: ddp")
         return self

@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from cinema_cli.errors import BadInput
+from cinema_cli.runtime.inputs import FileOption
 
 # option -> the pipeline component it goes into
 EXPERTS = {"lora": "transformer", "lora_2": "transformer_2"}
@@ -38,10 +39,10 @@ class VideoLoraOptions(BaseModel):
     # A LoRA file (.safetensors: `cinema train video`, musubi-tuner, diffusion-pipe, ComfyUI,
     # DiffSynth), or a training run / its lora/ folder. Into the transformer; on Wan2.2
     # A14B that is the high-noise expert.
-    lora: str | None = None
+    lora: FileOption = None
     lora_strength: float = Field(1.0, ge=-4.0, le=4.0)  # 0: the base model's output
     # A LoRA for Wan2.2 A14B's second, low-noise expert (transformer_2).
-    lora_2: str | None = None
+    lora_2: FileOption = None
     lora_2_strength: float = Field(1.0, ge=-4.0, le=4.0)
 
 
