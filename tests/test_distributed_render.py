@@ -1,9 +1,11 @@
 """`cinema render --gpus N`: the stage graph over torchrun ranks (gloo, CPU processes).
 
-One project is rendered in one process, a twin on 2 ranks, where rank 1 is really
-killed (SIGKILL) after its second job; the run fails cleanly, keeps what was finished,
-and the next `render --gpus 2` resumes and ends byte-identical to the single-process
-render, having handed out no keyframe before the keyframes it may be conditioned on.
+One project is rendered in one process, and twice on 2 ranks. A fresh twin ends
+byte-identical to the single-process render, having handed out no keyframe before the
+keyframes it may be conditioned on and no shot before its own keyframe, but shots
+before the last keyframe was recorded (the stages run as one graph). Another twin,
+where rank 1 is really killed (SIGKILL) after its second job, fails cleanly, keeps what
+was finished, and the next `render --gpus 2` resumes and ends byte-identical too.
 """
 
 from __future__ import annotations
@@ -56,40 +58,63 @@ def test_two_ranks_survive_a_killed_worker_and_equal_one_process(tmp_path):
     _, alone = render(single)
     assert alone["ok"] and "ranks" not in alone  # one process: as before
 
+    fresh = small_project(tmp_path / "fresh")
+    done, report = render(fresh, "--gpus", "2")
+    assert done.returncode == 0 and report["ok"], done.stderr
+    assert artifacts(fresh) == artifacts(single)
+    assert manifest_records(fresh) == manifest_records(single)
+    builds = report["builds"]
+    assert report["ranks"] == 2 and {b["rank"] for b in builds if b["stage"] == "shots"} == {0, 1}
+    assert_schedule_kept_dependencies(fresh, builds)
+    # One graph, not stage after stage: a shot went out while keyframes were still drawn.
+    last_keyframe = max(b["recorded"] for b in builds if b["stage"] == "keyframes")
+    assert any(b["handed_out"] < last_keyframe for b in builds if b["stage"] == "shots"), builds
+
     twin = small_project(tmp_path / "twin")
     killed, failed = render(twin, "--gpus", "2", env={KILL_ENV: "1:2"})
     assert killed.returncode == 1, killed.stderr
     assert failed["ok"] is False and "another rank died" in failed["error"]
     assert "cinema render --gpus 2` again to resume" in killed.stderr
-    kept = manifest_records(twin).get("keyframes", {})
-    assert kept and len(kept) < SHOTS  # what was finished is recorded, not everything
-    for key, record in kept.items():  # and it is exactly what one process made
-        assert (twin / f"keyframes/{key}.png").read_bytes() == (single / f"keyframes/{key}.png").read_bytes()
-        assert record == manifest_records(single)["keyframes"][key]
+    kept = manifest_records(twin)
+    kept_keyframes, kept_shots = kept.get("keyframes", {}), kept.get("shots", {})
+    # what was finished is recorded, not everything
+    assert kept_keyframes and len(kept_keyframes) + len(kept_shots) < 2 * SHOTS
+    for stage, records in (("keyframes", kept_keyframes), ("shots", kept_shots)):
+        for key, record in records.items():  # and it is exactly what one process made
+            path = f"keyframes/{key}.png" if stage == "keyframes" else f"shots/{key}.mp4"
+            assert (twin / path).read_bytes() == (single / path).read_bytes()
+            assert record == manifest_records(single)[stage][key]
+    assert sorted(p.stem for p in (twin / "shots").glob("*.mp4")) == sorted(kept_shots)
     assert not (twin / ".cinema" / "lock").read_text().strip()  # rank 0 let go of the lock
-    assert not list((twin / "shots").glob("*.mp4")) and not (twin / "film.mp4").exists()
+    assert not (twin / "film.mp4").exists()
 
     resumed, report = render(twin, "--gpus", "2")
     assert resumed.returncode == 0 and report["ok"], resumed.stderr
-    assert set(report["rebuilt"]["keyframes"]) == {f"s{i:02d}" for i in range(1, SHOTS + 1)} - set(kept)
+    everything = {f"s{i:02d}" for i in range(1, SHOTS + 1)}
+    assert set(report["rebuilt"]["keyframes"]) == everything - set(kept_keyframes)
+    assert set(report["rebuilt"]["shots"]) == everything - set(kept_shots)
     assert artifacts(twin) == artifacts(single)
     assert manifest_records(twin) == manifest_records(single)
+    assert_schedule_kept_dependencies(twin, report["builds"])
 
-    builds = report["builds"]
-    assert report["ranks"] == 2 and {b["rank"] for b in builds if b["stage"] == "shots"} == {0, 1}
+
+def assert_schedule_kept_dependencies(root: Path, builds: list[dict]) -> None:
     assert all(b["seconds"] > 0 and b["handed_out"] <= b["recorded"] for b in builds)
     recorded = {(b["stage"], b["key"]): b["recorded"] for b in builds}
     for build in builds:
         if build["stage"] == "keyframes":
             # handed out only after every keyframe it may be conditioned on was recorded
-            sidecar = json.loads((twin / f"keyframes/{build['key']}.json").read_text())
+            sidecar = json.loads((root / f"keyframes/{build['key']}.json").read_text())
             waits = [c["shot"] for c in sidecar["context"] if not c["shot"].startswith("@")]
             waits += [k for s, k in recorded if s == "keyframes" and k < build["key"]]
             assert all(recorded.get(("keyframes", k), -1) <= build["handed_out"] for k in waits), build
-        elif build["stage"] == "shots":
-            assert recorded.get(("keyframes", build["key"]), -1) <= build["handed_out"]
-        else:  # the film, by rank 0, after every shot
+        elif build["stage"] == "shots":  # after its own keyframe
+            assert recorded.get(("keyframes", build["key"]), -1) <= build["handed_out"], build
+        elif build["stage"] == "story":  # by rank 0, before anything else
             assert build["rank"] == 0
+            assert all(b["handed_out"] >= build["recorded"] for b in builds if b is not build)
+        else:  # the film, by rank 0, after every shot
+            assert build["stage"] == "film" and build["rank"] == 0
             assert all(build["handed_out"] >= t for (s, _), t in recorded.items() if s == "shots")
 
 

@@ -25,7 +25,7 @@ from cinema_cli.keyframes.base import (
     KeyframeRequest,
 )
 from cinema_cli.pipeline.context import Context
-from cinema_cli.pipeline.jobs import Job, Made
+from cinema_cli.pipeline.jobs import Job, Made, Step
 from cinema_cli.pipeline.recipes import KeyframeRecipe
 from cinema_cli.pipeline.state import DONE, STALE, ArtifactState, evaluate
 from cinema_cli.project.files import atomic_write_text, temp_path_for
@@ -179,25 +179,26 @@ class KeyframeStage:
             ))
         return jobs
 
-    def run(self, board: Storyboard, force: set[str], executor) -> tuple[dict[str, ArtifactState], list[str]]:
-        """Build what is stale, in order; the states after, and the shots whose keyframe was built."""
-        jobs, planned = self.plan(board, force)
-        if jobs and isinstance(jobs[0].request, tuple):
-            built = executor.run(self, jobs)  # groups wait for no other keyframe
-            states = {**planned, **{i: ArtifactState(DONE) for job in built for i in job.shots}}
-            return states, [i for job in built for i in job.shots]
-        states: dict[str, ArtifactState] = {}
+    def step(self, board: Storyboard, force: set[str]) -> tuple[Step, dict[str, ArtifactState]]:
+        """This stage's part of a run, and the keyframes' states: as planned now, each
+        replaced as its job is judged (done when it is to be built), so the shot stage
+        judges a shot by them once its keyframes are recorded."""
+        jobs, states = self.plan(board, force)
         shots = {s.id: s for s in board.shots}
 
         def still_needed(job: Job) -> bool:
-            # Re-evaluated in order: a rebuilt keyframe makes only its dependents stale.
+            if isinstance(job.request, tuple):  # a group: judged with all its members when planned
+                needed = job.stale
+                states.update({i: ArtifactState(DONE) for i in job.shots if needed})
+                return needed
+            # Judged once the keyframes its context may come from are: a rebuilt keyframe
+            # makes only its dependents stale.
             state, _ = self.state(shots[job.key], states)
             needed = state.state != DONE or job.key in force
             states[job.key] = ArtifactState(DONE) if needed else state
             return needed
 
-        built = executor.run(self, jobs, still_needed)
-        return states, [job.key for job in built]
+        return Step(self, lambda: jobs, still_needed), states
 
     def request(self, shot: Shot) -> KeyframeRequest:
         """What the backend is asked: retrieved from the keyframes before it (all drawn by
