@@ -23,21 +23,28 @@ from conftest import manifest_records
 
 from cinema_cli.bench.render import make_project
 from cinema_cli.errors import BadInput, CinemaError
-from cinema_cli.pipeline.distributed import KILL_ENV
+from cinema_cli.pipeline import Pipeline
+from cinema_cli.pipeline.distributed import KILL_ENV, DistributedExecutor, LocalRank, distributable_stages, rank_tmp
 from cinema_cli.project.files import confine_writes
 from cinema_cli.project.manifest import Manifest, Record
+from cinema_cli.project.project import Project
 from cinema_cli.runtime.distributed import processes_for
 
 SHOTS = 5
 
 
-def small_project(folder: Path) -> Path:
+def small_project(folder: Path, **keyframe_options) -> Path:
     root = make_project(folder, SHOTS)
+    configure(root, resolution={"width": 192, "height": 96}, fps=8,
+              keyframes={"backend": "sketch", "options": keyframe_options})
+    return root
+
+
+def configure(root: Path, **settings) -> None:
     config = root / "cinema.yaml"
     data = yaml.safe_load(config.read_text())
-    data.update(resolution={"width": 192, "height": 96}, fps=8)
+    data.update(settings)
     config.write_text(yaml.safe_dump(data, sort_keys=False))
-    return root
 
 
 def render(root: Path, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
@@ -116,6 +123,58 @@ def assert_schedule_kept_dependencies(root: Path, builds: list[dict]) -> None:
         else:  # the film, by rank 0, after every shot
             assert build["stage"] == "film" and build["rank"] == 0
             assert all(build["handed_out"] >= t for (s, _), t in recorded.items() if s == "shots")
+
+
+def test_keyframes_that_read_no_context_wait_for_none(tmp_path):
+    """`sketch` with `preview_memory: false` reads no context (it never draws from it):
+    its keyframes wait for no other, so two ranks draw two at once; their recipes hold no
+    memory, so an edit redraws no other keyframe; and the pictures are the same."""
+    previewed = small_project(tmp_path / "previewed")  # the default: the memory's context planned
+    Pipeline(Project.open(previewed)).run(until="keyframes")
+    root = small_project(tmp_path / "alone", preview_memory=False)
+    pipeline = Pipeline(Project.open(root))
+    stages = distributable_stages(pipeline)
+    ranks = [LocalRank(stages, rank_tmp(pipeline.project.tmp_dir, 0)),
+             LocalRank(stages, rank_tmp(pipeline.project.tmp_dir, 1))]
+    ranks[1].index = 1  # two of rank 0's own builders: the scheduler of `render --gpus 2`, in one process
+    executor = DistributedExecutor(pipeline.reporter, ranks)
+    try:
+        assert pipeline.run(until="keyframes", executor=executor).rebuilt.keyframes
+    finally:
+        for rank in ranks:
+            rank.close()
+    built = {b["key"]: b for b in executor.log if b["stage"] == "keyframes"}
+    assert len(built) == SHOTS
+    assert built["s02"]["handed_out"] < built["s01"]["recorded"]  # no chain: in flight together
+
+    ids = [f"s{i:02d}" for i in range(1, SHOTS + 1)]
+    records = manifest_records(root)["keyframes"]
+    for i in ids:
+        assert (root / f"keyframes/{i}.png").read_bytes() == (previewed / f"keyframes/{i}.png").read_bytes()
+        assert json.loads((root / f"keyframes/{i}.json").read_text())["context"] == []
+        assert "memory" not in records[i]["recipe"] and records[i]["recipe"]["context"] == []
+    previewed_context = {i: [c["shot"] for c in json.loads((previewed / f"keyframes/{i}.json").read_text())
+                             ["context"]] for i in ids}
+    readers = [i for i in ids if "s01" in previewed_context[i]]
+    assert readers  # with the memory previewed, later keyframes were drawn "with" s01...
+
+    for project in (root, previewed):
+        board = project / "storyboard.yaml"
+        data = yaml.safe_load(board.read_text())
+        data["shots"][0]["caption"] += " The rain starts."
+        board.write_text(yaml.safe_dump(data, sort_keys=False))
+    # ...so an edit to s01 redraws them there; here, only s01.
+    assert Pipeline(Project.open(previewed)).run(until="keyframes").rebuilt.keyframes == ["s01", *readers]
+    assert Pipeline(Project.open(root)).run(until="keyframes").rebuilt.keyframes == ["s01"]
+
+    # Turning the preview off redraws every keyframe once (their recipes lose the memory),
+    # to the same pictures.
+    pictures = {i: (previewed / f"keyframes/{i}.png").read_bytes() for i in ids}
+    configure(previewed, keyframes={"backend": "sketch", "options": {"preview_memory": False}})
+    status = Pipeline(Project.open(previewed)).status()
+    assert all(row.keyframe.reasons == ["memory changed"] for row in status.shots)
+    assert Pipeline(Project.open(previewed)).run(until="keyframes").rebuilt.keyframes == ids
+    assert {i: (previewed / f"keyframes/{i}.png").read_bytes() for i in ids} == pictures
 
 
 def test_a_worker_cannot_write_project_state(tmp_path):
