@@ -138,7 +138,8 @@ class Pipeline:
             rebuilt.keyframes = [i for job in built[0] for i in job.shots]
             if until != "keyframes":
                 rebuilt.shots = [i for job in built[1] for i in job.shots]
-                self.shots.snapped_notice([s for s in board.shots if s.id in set(rebuilt.shots)])
+                rendered = set(rebuilt.shots)
+                self.shots.snapped_notice([s for s in board.shots if s.id in rendered])
                 if until == "film":
                     rebuilt.film = bool(executor.run(self.film, self.film.plan(board, shots)))
         return RenderResult(
