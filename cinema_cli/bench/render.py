@@ -131,19 +131,32 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _without_memory_preview(root: Path) -> None:
+    config = root / "cinema.yaml"
+    data = yaml.safe_load(config.read_text())
+    data["keyframes"] = {"backend": "sketch", "options": {"preview_memory": False}}
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def artifact_hashes(root: Path) -> dict[str, str]:
     files = [*root.glob("keyframes/*"), *root.glob("shots/*.mp4"), root / "film.mp4"]
     return {p.relative_to(root).as_posix(): file_sha256(p) for p in sorted(files) if p.is_file()}
 
 
-def run_ranks_bench(shots: int = 24, gpus: int = 2) -> dict:
+def run_ranks_bench(shots: int = 24, gpus: int = 2, preview_memory: bool = True) -> dict:
     """The same film rendered in one process and on `gpus` ranks (`render --gpus`): the
     speedup, wall clock (start-up included) and inside the run, and whether the two
-    films are byte-identical."""
+    films are byte-identical. `preview_memory=False`: sketch keyframes that plan no
+    memory context, so they wait for no other."""
     with tempfile.TemporaryDirectory(prefix="cinema-bench-ranks-") as tmp:
-        one = timed_render(make_project(Path(tmp) / "one", shots))
-        many = timed_render(make_project(Path(tmp) / "many", shots), "--gpus", str(gpus))
-        identical = artifact_hashes(Path(tmp) / "one") == artifact_hashes(Path(tmp) / "many")
+        roots = [make_project(Path(tmp) / name, shots) for name in ("one", "many")]
+        if not preview_memory:
+            for root in roots:
+                _without_memory_preview(root)
+        one = timed_render(roots[0])
+        many = timed_render(roots[1], "--gpus", str(gpus))
+        identical = artifact_hashes(roots[0]) == artifact_hashes(roots[1])
+    last_keyframe = max((b["recorded"] for b in many["builds"] if b["stage"] == "keyframes"), default=0.0)
     busy: dict[int, float] = {}
     for build in many["builds"]:
         busy[build["rank"]] = busy.get(build["rank"], 0.0) + build["seconds"]
@@ -154,6 +167,7 @@ def run_ranks_bench(shots: int = 24, gpus: int = 2) -> dict:
     return {
         "shots": shots,
         "processes": gpus,
+        "preview_memory": preview_memory,
         "cpu_cores": cpu_cores(),
         "wall_seconds_1": round(one["wall"], 3),
         f"wall_seconds_{gpus}": round(many["wall"], 3),
@@ -172,5 +186,8 @@ def run_ranks_bench(shots: int = 24, gpus: int = 2) -> dict:
         "cpu_seconds_1": round(one["cpu"], 3),
         f"cpu_seconds_{gpus}": round(many["cpu"], 3),
         "busy_seconds_by_rank": {str(r): round(s, 3) for r, s in sorted(busy.items())},
+        # How far the stages overlapped: shots handed out before the last keyframe was recorded.
+        "keyframes_done_at": last_keyframe,
+        "shots_started_before": sum(b["handed_out"] < last_keyframe for b in many["builds"] if b["stage"] == "shots"),
         "identical": identical,
     }

@@ -509,6 +509,9 @@ def bench_render(
     shots: Optional[int] = typer.Option(None, min=1, help="Shots in the generated project (default 12; 24 with --gpus)."),
     gpus: Optional[int] = typer.Option(
         None, "--gpus", min=2, help="Instead: the speedup of `render --gpus N` over one process."),
+    no_preview_memory: bool = typer.Option(
+        False, "--no-preview-memory",
+        help="With --gpus: sketch keyframes plan no memory context (preview_memory: false), so none waits."),
     json_mode: bool = JsonOpt,
 ) -> None:
     """Full render vs re-render after one caption edit, and peak RSS at N and 2N shots;
@@ -518,7 +521,10 @@ def bench_render(
     try:
         if gpus is not None:
             distributed.processes_for(str(gpus), distributed.cuda_devices(), distributed.cpu_cores())
-        report = run_ranks_bench(shots or 24, gpus) if gpus is not None else run_render_bench(shots or 12)
+        elif no_preview_memory:
+            raise BadInput("--no-preview-memory goes with --gpus N")
+        report = (run_ranks_bench(shots or 24, gpus, preview_memory=not no_preview_memory) if gpus is not None
+                  else run_render_bench(shots or 12))
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:

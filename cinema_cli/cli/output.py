@@ -83,14 +83,15 @@ class PlainReporter:
 
 
 class RichReporter:
-    """A bar per stage and one for the steps inside the artifact being built."""
+    """A bar per stage and one for the steps inside the artifact being built. Stages may
+    overlap (across ranks a shot starts while keyframes are drawn): each has its own bar."""
 
     def __init__(self) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err, transient=False,
         )
-        self.stage_task: Any = None
+        self.stage_tasks: dict[str, Any] = {}
         self.step_task: Any = None
 
     def __enter__(self) -> "RichReporter":
@@ -104,10 +105,10 @@ class RichReporter:
         if self.step_task is not None:
             self.progress.remove_task(self.step_task)
             self.step_task = None
-        self.stage_task = self.progress.add_task(name, total=total)
+        self.stage_tasks[name] = self.progress.add_task(name, total=total)
 
     def item(self, stage: str, key: str, index: int, total: int) -> None:
-        self.progress.update(self.stage_task, description=f"{stage} {key}")
+        self.progress.update(self._bar(stage, total), description=f"{stage} {key}")
         if self.step_task is None:
             self.step_task = self.progress.add_task("  steps", total=1)
         self.progress.reset(self.step_task, total=1, description=f"  {key}")
@@ -116,12 +117,17 @@ class RichReporter:
         if self.step_task is not None:
             self.progress.update(self.step_task, completed=done, total=total)
 
+    def _bar(self, stage: str, total: int) -> Any:
+        if stage not in self.stage_tasks:  # a stage planned with nothing to build that found some
+            self.stage_tasks[stage] = self.progress.add_task(stage, total=total)
+        return self.stage_tasks[stage]
+
     def item_done(self, stage: str, key: str) -> None:
         if self.step_task is not None:  # full, even when the artifact reported no steps
             task = next(t for t in self.progress.tasks if t.id == self.step_task)
             self.progress.update(self.step_task, completed=task.total)
-        self.progress.advance(self.stage_task)
-        self.progress.update(self.stage_task, description=stage)
+        self.progress.advance(self._bar(stage, 1))
+        self.progress.update(self._bar(stage, 1), description=stage)
 
     def notice(self, message: str) -> None:
         self.progress.console.print(Text.assemble(("note:", "dim"), " ", shown(message)))

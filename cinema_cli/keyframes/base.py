@@ -79,6 +79,19 @@ class KeyframeBackend(Protocol):
 
     def render(self, request: KeyframeRequest, progress: StepProgress) -> Image.Image: ...
 
+    # Optional: `reads_context(options) -> bool`, a classmethod, for a backend that may
+    # draw nothing from `request.context` (see `reads_context` below).
+
+
+def reads_context(cls: type, options: BaseModel) -> bool:
+    """Whether keyframes of backend `cls` with `options` are drawn from the memory's
+    context. When they are not, the keyframe stage plans no context: its requests carry
+    none, its recipes hold no memory settings, and its keyframes wait for no other, so
+    they can all be drawn at once. Known without building the backend (`status` builds
+    none); a backend without the hook reads its context."""
+    hook = getattr(cls, "reads_context", None)
+    return True if hook is None else bool(hook(options))
+
 
 @runtime_checkable
 class KeyframePreflight(Protocol):

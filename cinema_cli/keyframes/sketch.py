@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cinema_cli.keyframes.base import OVERLAY_KEY, KeyframeRequest, StepProgress, keyframe_backends
 from cinema_cli.keyframes.sketch_dressing import (
@@ -43,6 +43,13 @@ class SketchOptions(BaseModel, extra="forbid"):
     show_caption: bool = True
     # Name labels on the figures and the shot-size / camera-move badge.
     show_labels: bool = True
+    # A sketch draws nothing from its context. True: the memory still plans each panel's
+    # context as a learned backend would get it, and it is recorded (sidecar, `status`,
+    # `cinema shot`, `cinema direct`'s memory log): a preview of the memory, drawn in
+    # storyboard order. False: no context, so the panels wait for no other (`render --gpus
+    # N` draws them side by side) and an edit redraws no other panel. Left out of the
+    # recipe, whose `memory` entry is there exactly when the context is planned.
+    preview_memory: bool = Field(True, exclude=True)
 
 
 # ---------------------------------------------------------------- the location
@@ -634,6 +641,11 @@ class SketchKeyframes:
 
     def __init__(self, options: SketchOptions) -> None:
         self.options = options
+
+    @classmethod
+    def reads_context(cls, options: SketchOptions) -> bool:
+        """Only as a preview of the memory (see `SketchOptions.preview_memory`)."""
+        return options.preview_memory
 
     def render(self, request: KeyframeRequest, progress: StepProgress) -> Image.Image:
         width, height = request.width, request.height

@@ -4,11 +4,13 @@ Every rank opens the project and builds the same `Pipeline`, so each validates t
 inputs and keeps its backends loaded from one job to the next. Rank 0 is the
 coordinator: it holds the project lock, plans and judges the jobs exactly as a
 single-process render does, hands each job to an idle rank as soon as the jobs it waits
-for are recorded (a keyframe after the keyframes its context may come from, a shot job
-— one shot, or a whole scene for a group backend — after its keyframes, since stages
-run in turn), then publishes what the rank made and records it in the manifest. It also
-makes jobs itself, in a thread, so N ranks are N builders; the story and the film are
-made by rank 0 alone.
+for are recorded, then publishes what the rank made and records it in the manifest.
+The keyframe and shot stages run as one graph (`run_steps`): a keyframe after the
+keyframes its context may come from (none for a backend that reads no context), a shot
+job — one shot, or a whole scene for a group backend — after its own keyframes, while
+other keyframes are still being drawn. Keyframes go first when both are ready: they
+are the chain the rest waits for. Rank 0 also makes jobs itself, in a thread, so N
+ranks are N builders; the story and the film are made by rank 0 alone.
 
 The other ranks only `make` (`jobs.Distributable`): into their own scratch folder
 `.cinema/tmp/rank-R/` (the project on a filesystem every node shares), and
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from cinema_cli.errors import CinemaError
-from cinema_cli.pipeline.jobs import Distributable, InProcessExecutor, Job, Made, Stage, in_order
+from cinema_cli.pipeline.jobs import Distributable, InProcessExecutor, Job, Made, Stage, Step, in_order
 from cinema_cli.pipeline.state import Reporter
 from cinema_cli.project.files import confine_writes
 from cinema_cli.runtime.distributed import World
@@ -196,7 +198,7 @@ class LocalRank:
 
 @dataclass
 class DistributedExecutor:
-    """The `jobs.Executor` of rank 0: builds a stage's jobs on every rank as the
+    """The `jobs.Executor` of rank 0: builds the stages' jobs on every rank as the
     dependency graph allows. `log` gets one entry per job built: which rank, how long,
     and when it was handed out and recorded (seconds since the executor started)."""
 
@@ -206,56 +208,59 @@ class DistributedExecutor:
     started: float = field(default_factory=time.monotonic)
 
     def run(self, stage: Stage, jobs: list[Job], still_needed: Callable[[Job], bool] | None = None) -> list[Job]:
-        if not isinstance(stage, Distributable):  # the story and the film: made here, by rank 0
-            return self._here(stage, jobs, still_needed)
-        total = sum(j.size for j in jobs if j.stale)
-        if total:
-            self.reporter.stage(stage.name, total)
-        keys = {j.key for j in jobs}
-        pending = in_order(jobs)
-        finished: set[str] = set()  # built, or judged current
+        return self.run_steps([Step(stage, lambda: jobs, still_needed)])[0]
+
+    def run_steps(self, steps: list[Step]) -> list[list[Job]]:
+        """All the steps' jobs as one graph: each planned now, handed out once the jobs it
+        waits for — its stage's (`after`), and those making the artifacts it `needs` —
+        are recorded or judged current, and judged then."""
+        if not all(isinstance(step.stage, Distributable) for step in steps):  # the story, the film: here
+            return [self._here(step.stage, step.plan(), step.still_needed) for step in steps]
+        graph = _Graph(steps, [step.plan() for step in steps])
+        for step, total in zip(steps, graph.totals):
+            if total:
+                self.reporter.stage(step.stage.name, total)
         idle = sorted(self.ranks, key=lambda r: r.index == 0)  # rank 0 also coordinates: it goes last
-        busy: dict[int, tuple[Any, Job, float]] = {}
-        built: list[Job] = []
+        busy: dict[int, tuple[Any, tuple[int, str], float]] = {}  # rank index: rank, node, handed out
+        built: list[list[Job]] = [[] for _ in steps]
         failure: str | None = None
-        done = 0
-        while (pending and failure is None) or busy:
+        while (graph.pending and failure is None) or busy:
             progressed = False
-            for job in list(pending):
+            for node in list(graph.pending):  # in order: a judged-current job frees the next at once
                 if failure is not None or not idle:
                     break
-                if any(k in keys and k not in finished for k in job.after):
+                if not graph.ready(node):
                     continue
-                pending.remove(job)
+                step, job = graph.take(node)
                 progressed = True
-                # Judged in dependency order, once what it waits for is recorded.
-                if not (still_needed(job) if still_needed is not None else job.stale):
-                    finished.add(job.key)
+                if not (step.still_needed(job) if step.still_needed is not None else job.stale):
+                    graph.finished.add(node)
                     continue
                 rank = idle.pop(0)
-                rank.assign(Assignment(stage.name, job))
-                busy[rank.index] = (rank, job, self._now())
-                self._show(stage.name, busy, done, total)
-            for index, (rank, job, handed) in list(busy.items()):
+                rank.assign(Assignment(step.stage.name, job))
+                busy[rank.index] = (rank, node, self._now())
+                self._show(node[0], busy, graph)
+            for index, (rank, node, handed) in list(busy.items()):
                 outcome = rank.poll()
                 if outcome is None:
                     continue
                 progressed = True
                 del busy[index]
                 idle.append(rank)
+                stage, job = steps[node[0]].stage, graph.jobs[node]
                 if outcome.error is not None:
                     failure = failure or (f"rank {index} failed making {stage.name} {job.label or job.key}: "
                                           f"{outcome.error}")
                     continue
                 stage.record(outcome.job, outcome.made)
-                finished.add(job.key)
-                built.append(outcome.job)
-                done += job.size
+                graph.finished.add(node)
+                built[node[0]].append(outcome.job)
+                graph.done[node[0]] += job.size
                 self._logged(stage.name, outcome.job, index, outcome.seconds, handed)
                 for key in job.shots or (job.label or job.key,):
                     self.reporter.item_done(stage.name, key)
-                if busy:
-                    self._show(stage.name, busy, done, total)
+                if any(n[0] == node[0] for _, n, _ in busy.values()):
+                    self._show(node[0], busy, graph)
             if not progressed:
                 time.sleep(POLL)
         if failure is not None:
@@ -277,10 +282,38 @@ class DistributedExecutor:
         self.log.append({"stage": stage, "key": job.label or job.key, "shots": list(job.shots), "rank": rank,
                          "seconds": round(seconds, 4), "handed_out": handed, "recorded": self._now()})
 
-    def _show(self, stage: str, busy: dict, done: int, total: int) -> None:
-        """Each rank's current artifact, as the progress line of the stage."""
-        working = " · ".join(f"rank {i}: {job.label or job.key}" for i, (_, job, _) in sorted(busy.items()))
-        self.reporter.item(stage, working, done, total)
+    def _show(self, step: int, busy: dict, graph: _Graph) -> None:
+        """What each rank is making for step `step`, as its stage's progress line."""
+        working = " · ".join(f"rank {i}: {graph.jobs[node].label or graph.jobs[node].key}"
+                             for i, (_, node, _) in sorted(busy.items()) if node[0] == step)
+        self.reporter.item(graph.steps[step].stage.name, working, graph.done[step], graph.totals[step])
+
+
+class _Graph:
+    """The jobs of a run's steps and what each waits for. A node is (step index, job key):
+    keys are a stage's own (a keyframe and a shot are both named by their shot)."""
+
+    def __init__(self, steps: list[Step], planned: list[list[Job]]) -> None:
+        self.steps = steps
+        self.jobs = {(i, job.key): job for i, jobs in enumerate(planned) for job in in_order(jobs)}
+        self.pending = list(self.jobs)  # earlier steps first, each in dependency order: the hand-out order
+        makers = {(steps[node[0]].stage.name, shot): node for node, job in self.jobs.items() for shot in job.shots}
+        # What a job waits for: its stage's jobs (`after`) and the jobs making what it `needs`;
+        # one outside the graph is current.
+        self.waits = {(i, key): [(i, k) for k in job.after if (i, k) in self.jobs]
+                      + [makers[n] for n in job.needs if n in makers]
+                      for (i, key), job in self.jobs.items()}
+        self.finished: set[tuple[int, str]] = set()  # recorded, or judged current
+        self.totals = [sum(j.size for (i, _), j in self.jobs.items() if i == step and j.stale)
+                       for step in range(len(steps))]
+        self.done = [0] * len(steps)
+
+    def ready(self, node: tuple[int, str]) -> bool:
+        return all(w in self.finished for w in self.waits[node])
+
+    def take(self, node: tuple[int, str]) -> tuple[Step, Job]:
+        self.pending.remove(node)
+        return self.steps[node[0]], self.jobs[node]
 
 
 def distributable_stages(pipeline: Any) -> dict[str, Distributable]:

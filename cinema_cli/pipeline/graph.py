@@ -4,8 +4,11 @@ Every artifact has a *recipe* (`recipes`): exactly the inputs that produce it (s
 fields, backend, its settings and the files it reads, seed, and the hashes of the files
 it is made from). The manifest remembers the recipe each artifact was built with; an
 artifact is stale when its recipe differs. Each stage plans the jobs that make its
-stale artifacts (`jobs.Job`) and an executor builds them in dependency order, stage
-after stage, so a rebuilt keyframe makes exactly its dependents stale.
+stale artifacts (`jobs.Job`) and an executor builds them in dependency order, each
+judged once what it is made from is recorded, so a rebuilt keyframe makes exactly its
+dependents stale. The keyframe and shot stages are handed to the executor together
+(`jobs.Step`): in one process they run in turn, across ranks as one graph, a shot
+starting as soon as its own keyframes are recorded.
 
 `Pipeline` is what a command uses: one context (`context.Context`), the four stages
 over it, `status()` and `run()`.
@@ -126,9 +129,17 @@ class Pipeline:
         if unknown:
             self.project.shot(sorted(unknown)[0])  # raises UnknownShot with the list
         if until != "story":
-            keyframes, rebuilt.keyframes = self.keyframes.run(board, force, executor)
+            keyframe_step, keyframes = self.keyframes.step(board, force)
+            steps = [keyframe_step]
             if until != "keyframes":
-                shots, rebuilt.shots = self.shots.run(board, keyframes, force, executor)
+                shot_step, shots = self.shots.step(board, keyframes, force)
+                steps.append(shot_step)
+            built = executor.run_steps(steps)
+            rebuilt.keyframes = [i for job in built[0] for i in job.shots]
+            if until != "keyframes":
+                rebuilt.shots = [i for job in built[1] for i in job.shots]
+                rendered = set(rebuilt.shots)
+                self.shots.snapped_notice([s for s in board.shots if s.id in rendered])
                 if until == "film":
                     rebuilt.film = bool(executor.run(self.film, self.film.plan(board, shots)))
         return RenderResult(

@@ -10,6 +10,11 @@ A stage may judge a job again just before it runs (`still_needed`): keyframes ar
 conditioned on earlier keyframes, so whether keyframe k is still current depends on
 what the jobs before it made.
 
+A run is a list of `Step`s, one per stage (keyframes, then shots). This executor runs
+them in turn; one that spreads jobs over ranks runs them as one graph, a shot after its
+own keyframes (`needs`) rather than after the whole keyframe stage. Both build the same
+artifacts: each job is judged only once everything it is made from is recorded.
+
 Stages whose jobs may run on another rank (`Distributable`: keyframes, shots) split
 `build` in two: `make` writes the outputs to temporary files and touches no project
 state, `record` publishes them and records them in the manifest. `build` is the two in
@@ -36,6 +41,8 @@ class Job:
     outputs: tuple[Path, ...] = ()
     request: Any = None  # what the backend is asked; built by `build` when it depends on earlier jobs
     after: tuple[str, ...] = ()  # keys of this stage's jobs that must be built first
+    # The earlier stages' artifacts it is made from, as (stage, shot id): a shot's keyframes.
+    needs: tuple[tuple[str, str], ...] = ()
     shots: tuple[str, ...] = ()  # the shots it makes (a scene job makes several)
     label: str = ""  # how progress names it
     # Judged stale when planned. A job that is not may still run: `still_needed` says
@@ -84,9 +91,25 @@ class Distributable(Protocol):
         ...
 
 
+@dataclass
+class Step:
+    """One stage's part of a run. `plan` gives its jobs: when the stage's turn comes, or,
+    for an executor that runs several steps as one graph, before any job is built. So
+    `still_needed` judges each job again once what it waits for (`after`, `needs`) is
+    recorded, and brings its recipe up to date."""
+
+    stage: Stage
+    plan: Callable[[], list[Job]]
+    still_needed: Callable[[Job], bool] | None = None
+
+
 class Executor(Protocol):
     def run(self, stage: Stage, jobs: list[Job], still_needed: Callable[[Job], bool] | None = None) -> list[Job]:
         """Build `jobs` in dependency order; return those built."""
+        ...
+
+    def run_steps(self, steps: list[Step]) -> list[list[Job]]:
+        """Build the steps' jobs, each after the jobs it waits for; the jobs built, per step."""
         ...
 
 
@@ -132,3 +155,7 @@ class InProcessExecutor:
             done += job.size
             built.append(job)
         return built
+
+    def run_steps(self, steps: list[Step]) -> list[list[Job]]:
+        """Stage after stage: a step is planned once the steps before it are built."""
+        return [self.run(step.stage, step.plan(), step.still_needed) for step in steps]

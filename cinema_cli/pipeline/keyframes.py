@@ -2,7 +2,11 @@
 
 Keyframe k may be conditioned on any keyframe before it, so its job waits for theirs,
 and whether it is still current is judged again once they are built: a rebuilt
-keyframe makes exactly the later keyframes that used it stale.
+keyframe makes exactly the later keyframes that used it stale. (Which earlier keyframes
+the memory picks can depend on how they were drawn — near-duplicates are skipped by
+their pictures — so it is known only once they are.) A backend that draws nothing from
+its context (`keyframes.base.reads_context`) gets none: its keyframes wait for no
+other, and their recipes hold no memory settings, so an edit redraws no other keyframe.
 
 A backend that draws keyframes together (`GroupKeyframeBackend`, the interleaved model's
 joint mode) gets one job per group, making all its members: each member's recipe holds
@@ -23,9 +27,10 @@ from cinema_cli.keyframes.base import (
     KeyframePlan,
     KeyframePreflight,
     KeyframeRequest,
+    reads_context,
 )
 from cinema_cli.pipeline.context import Context
-from cinema_cli.pipeline.jobs import Job, Made
+from cinema_cli.pipeline.jobs import Job, Made, Step
 from cinema_cli.pipeline.recipes import KeyframeRecipe
 from cinema_cli.pipeline.state import DONE, STALE, ArtifactState, evaluate
 from cinema_cli.project.files import atomic_write_text, temp_path_for
@@ -52,6 +57,11 @@ class KeyframeStage:
             self._inputs = self.ctx.backend_inputs(self.ctx.keyframes) or {}
         return self._inputs or None
 
+    @property
+    def reads_context(self) -> bool:
+        """Whether the backend draws from the memory's context (else none is planned)."""
+        return reads_context(self.ctx.keyframes.cls, self.ctx.keyframes.options)
+
     def group_of(self, board: Storyboard, shot: Shot) -> list[Shot] | None:
         """The shots drawn together with `shot` (itself included), or None when the backend
         draws one keyframe at a time."""
@@ -71,7 +81,7 @@ class KeyframeStage:
     def recipe(self, shot: Shot, board: Storyboard | None = None) -> KeyframeRecipe:
         group = self.group_of(board, shot) if board is not None else None
         if group is None:
-            return self._own_recipe(shot)
+            return self._own_recipe(shot, memory=self.reads_context)
         # Drawn with its group: no memory, and every member's own inputs.
         recipe = self._own_recipe(shot, memory=False)
         recipe.group = [
@@ -149,18 +159,19 @@ class KeyframeStage:
 
     def plan(self, board: Storyboard, force: set[str]) -> tuple[list[Job], dict[str, ArtifactState]]:
         """A job per shot, each after the one before it (its context may be any earlier
-        keyframe), or a job per group for a backend that draws groups; `stale` marks those
-        that are stale now. Also the states as they stand."""
+        keyframe) unless the backend reads no context, or a job per group for a backend
+        that draws groups; `stale` marks those that are stale now. Also the states as
+        they stand."""
         states, _ = self.states(board)
         if board.shots and self.group_of(board, board.shots[0]) is not None:
             return self._group_jobs(board, states, force), states
-        jobs, before = [], ()
+        jobs, before, chained = [], (), self.reads_context
         for shot in board.shots:
             stale = states[shot.id].state != DONE or shot.id in force
             jobs.append(Job(self.name, shot.id, recipe=self.recipe(shot), outputs=(
                 self.project.keyframe_path(shot.id), self.project.sidecar_path(shot.id)),
                 after=before, shots=(shot.id,), label=shot.id, stale=stale))
-            before = (shot.id,)
+            before = (shot.id,) if chained else ()
         return jobs, states
 
     def _group_jobs(self, board: Storyboard, states: dict[str, ArtifactState], force: set[str]) -> list[Job]:
@@ -179,29 +190,33 @@ class KeyframeStage:
             ))
         return jobs
 
-    def run(self, board: Storyboard, force: set[str], executor) -> tuple[dict[str, ArtifactState], list[str]]:
-        """Build what is stale, in order; the states after, and the shots whose keyframe was built."""
-        jobs, planned = self.plan(board, force)
-        if jobs and isinstance(jobs[0].request, tuple):
-            built = executor.run(self, jobs)  # groups wait for no other keyframe
-            states = {**planned, **{i: ArtifactState(DONE) for job in built for i in job.shots}}
-            return states, [i for job in built for i in job.shots]
-        states: dict[str, ArtifactState] = {}
+    def step(self, board: Storyboard, force: set[str]) -> tuple[Step, dict[str, ArtifactState]]:
+        """This stage's part of a run, and the keyframes' states: as planned now, each
+        replaced as its job is judged (done when it is to be built), so the shot stage
+        judges a shot by them once its keyframes are recorded."""
+        jobs, states = self.plan(board, force)
         shots = {s.id: s for s in board.shots}
 
         def still_needed(job: Job) -> bool:
-            # Re-evaluated in order: a rebuilt keyframe makes only its dependents stale.
+            if isinstance(job.request, tuple):  # a group: judged with all its members when planned
+                needed = job.stale
+                states.update({i: ArtifactState(DONE) for i in job.shots if needed})
+                return needed
+            # Judged once the keyframes its context may come from are: a rebuilt keyframe
+            # makes only its dependents stale.
             state, _ = self.state(shots[job.key], states)
             needed = state.state != DONE or job.key in force
             states[job.key] = ArtifactState(DONE) if needed else state
             return needed
 
-        built = executor.run(self, jobs, still_needed)
-        return states, [job.key for job in built]
+        return Step(self, lambda: jobs, still_needed), states
 
     def request(self, shot: Shot) -> KeyframeRequest:
         """What the backend is asked: retrieved from the keyframes before it (all drawn by
-        now, in storyboard order) and the cast's reference images, each at its GoldenMem size."""
+        now, in storyboard order) and the cast's reference images, each at its GoldenMem
+        size; no context for a backend that reads none."""
+        if not self.reads_context:
+            return self._request(shot, ())
         width, height = self.ctx.config.resolution.width, self.ctx.config.resolution.height
         context = tuple(
             ContextFrame(c.candidate.shot, c.candidate.path, round(c.score, 4), c.slot.pixels, c.slot.tokens,

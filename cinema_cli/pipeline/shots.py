@@ -1,4 +1,8 @@
-"""The shot stage: one video per shot (or per scene, for backends that render groups)."""
+"""The shot stage: one video per shot (or per scene, for backends that render groups).
+
+A shot job needs its keyframes (`Job.needs`: its own, the next one when the shot flows
+into it, every member's for a scene), and is judged once they are recorded: its recipe
+holds their hashes."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cinema_cli.pipeline.context import Context
-from cinema_cli.pipeline.jobs import Job, Made
+from cinema_cli.pipeline.jobs import Job, Made, Step
 from cinema_cli.pipeline.recipes import ShotRecipe
 from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, evaluate
 from cinema_cli.project.files import temp_path_for
@@ -122,12 +126,14 @@ class ShotStage:
             backend_inputs=self.backend_inputs,
         )
 
+    def _keyframes_of(self, board: Storyboard, shot: Shot) -> list[str]:
+        """The shots whose keyframes `shot` is made from: its own, and the next one it flows into."""
+        next_key = self._next_keyframe(board, shot)
+        return [shot.id] if next_key is None else [shot.id, next_key.stem]
+
     def state(self, board: Storyboard, shot: Shot, keyframes: dict[str, ArtifactState]) -> ArtifactState:
         path = self.project.shot_path(shot.id)
-        upstream = [shot.id]
-        next_key = self._next_keyframe(board, shot)
-        if next_key is not None:
-            upstream.append(next_key.stem)
+        upstream = self._keyframes_of(board, shot)
         siblings = [s.id for s in self._group_of(board, shot) or [] if s.id != shot.id]
         reasons = [f"keyframe {k} is {keyframes[k].state}" for k in upstream if keyframes[k].state != DONE]
         reasons += [f"scene {shot.scene}: shot {k} changed (its keyframe is {keyframes[k].state})"
@@ -143,34 +149,47 @@ class ShotStage:
 
     def plan(self, board: Storyboard, keyframes: dict[str, ArtifactState],
              force: set[str]) -> tuple[list[Job], dict[str, ArtifactState]]:
-        """A job per shot (or per scene for a group backend) that is stale or forced, and
-        the states as they stand."""
+        """A job per shot (or per scene for a group backend), `stale` when it is stale or
+        forced given the keyframes' `keyframes` states, and the states as they stand."""
         states = self.states(board, keyframes)
         jobs = []
         for group in self.groups(board):
-            if not any(states[s.id].state != DONE or s.id in force for s in group):
-                continue
             ids = tuple(s.id for s in group)
             grouped = isinstance(self.backend, GroupShotBackend)
+            needs = dict.fromkeys(("keyframes", k) for s in group for k in self._keyframes_of(board, s))
             jobs.append(Job(
                 self.name, ids[0] if not grouped else f"scene {group[0].scene} ({', '.join(ids)})",
                 recipe=[self.recipe(board, s) for s in group],
                 outputs=tuple(self.project.shot_path(i) for i in ids),
                 request=self._scene_request(board, group) if grouped else self._request(board, group[0]),
-                shots=ids,
+                needs=tuple(needs), shots=ids,
+                stale=any(states[s.id].state != DONE or s.id in force for s in group),
             ))
         return jobs, states
 
-    def run(self, board: Storyboard, keyframes: dict[str, ArtifactState], force: set[str],
-            executor) -> tuple[dict[str, ArtifactState], list[str]]:
-        """Build what is stale; the states after, and the shots built."""
-        jobs, states = self.plan(board, keyframes, force)
-        if jobs:
-            self._snapped_notice([s for job in jobs for s in board.shots if s.id in job.shots])
-        built = [key for job in executor.run(self, jobs) for key in job.shots]
-        for key in built:
-            states[key] = ArtifactState(DONE)
-        return states, built
+    def step(self, board: Storyboard, keyframes: dict[str, ArtifactState],
+             force: set[str]) -> tuple[Step, dict[str, ArtifactState]]:
+        """This stage's part of a run, after the keyframes' (`keyframes`: their states, each
+        final once its job is judged), and the shots' states, each final once its job is."""
+        states: dict[str, ArtifactState] = {}
+
+        def plan() -> list[Job]:
+            jobs, planned = self.plan(board, keyframes, force)
+            states.update(planned)
+            return jobs
+
+        def still_needed(job: Job) -> bool:
+            # Judged, and its recipe made, once its keyframes are recorded (their hashes are in it).
+            group = [board.shots[board.index(i)] for i in job.shots]
+            judged = {s.id: self.state(board, s, keyframes) for s in group}
+            needed = any(judged[i].state != DONE or i in force for i in job.shots)
+            if needed:
+                job.recipe = [self.recipe(board, s) for s in group]
+                judged = {i: ArtifactState(DONE) for i in job.shots}
+            states.update(judged)
+            return needed
+
+        return Step(self, plan, still_needed), states
 
     def _request(self, board: Storyboard, shot: Shot) -> ShotRequest:
         config = self.ctx.config
@@ -250,7 +269,8 @@ class ShotStage:
         )
         ctx.notices.extend(self.backend.preflight(plan))
 
-    def _snapped_notice(self, shots: list[Shot]) -> None:
+    def snapped_notice(self, shots: list[Shot]) -> None:
+        """Say which of `shots` (those rendered) got another length than they asked for."""
         fps = self.ctx.config.fps
         snapped = [f"{s.id} {r}->{f}" for s in shots if (f := self.frames_of(s)) != (r := requested_frames(s, fps))]
         if snapped:
