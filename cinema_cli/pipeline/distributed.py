@@ -15,6 +15,13 @@ The other ranks only `make` (`jobs.Distributable`): into their own scratch folde
 `project.files.confine_writes` makes any write of project state by them fail. Messages
 are pickled objects under numbered keys in torchrun's c10d store.
 
+With context parallelism (`render --gpus N --cp C`), the ranks form N/C groups of C
+(runtime.parallel's mesh), and each group is one builder (`GroupRank`): rank 0 hands the
+job to the group's leader (its own thread for group 0, a remote rank for the others), and
+the members make it with the leader, each holding 1/C of every scene's tokens — the
+backend's calls reach them through the group (runtime.parallel's lead/follow). A job whose
+backend makes no such call (a keyframe) is made by the leader alone, its members idle.
+
 Faults: a rank whose job raises (a backend error, out of memory) reports it; rank 0
 hands out nothing more, records the jobs still in flight as they finish, and fails the
 run naming the rank and the artifact. A rank that dies is seen by torchrun, which stops
@@ -41,6 +48,7 @@ from cinema_cli.errors import CinemaError
 from cinema_cli.pipeline.jobs import Distributable, InProcessExecutor, Job, Made, Stage, in_order
 from cinema_cli.pipeline.state import Reporter
 from cinema_cli.project.files import confine_writes
+from cinema_cli.runtime import parallel
 from cinema_cli.runtime.distributed import World
 
 POLL = 0.003  # seconds between looks at the store when nothing happened
@@ -191,6 +199,38 @@ class LocalRank:
         self.inbox.put(None)  # a job its thread is still making dies with the process
 
 
+class GroupRank:
+    """A context-parallel group of ranks as one builder. Rank 0 hands its jobs to the
+    group's `leader` (rank 0's own `LocalRank`, or a `RemoteRank`); the `members` take part
+    in each of the leader's backend calls, and wait for the next one in between. When the
+    session ends the leader releases its members: a remote leader when it gets STOP, rank
+    0's own here, once its thread has finished (all of the group's broadcasts then come
+    from one thread at a time, and the next project's session finds the members waiting)."""
+
+    def __init__(self, leader: LocalRank | RemoteRank, members: tuple[int, ...]) -> None:
+        self.leader = leader
+        self.index = leader.index
+        self.members = members
+        self.in_flight = 0
+
+    def assign(self, assignment: Assignment) -> None:
+        self.in_flight += 1
+        self.leader.assign(assignment)
+
+    def poll(self) -> Outcome | None:
+        outcome = self.leader.poll()
+        if outcome is not None:
+            self.in_flight -= 1
+        return outcome
+
+    def close(self) -> None:
+        self.leader.close()
+        if isinstance(self.leader, LocalRank) and not self.in_flight:
+            # Not when a job is still in flight: Ctrl-C or torchrun is ending the run, members included.
+            self.leader.thread.join()
+            parallel.release()
+
+
 # ---------------------------------------------------------------- rank 0: the scheduler
 
 
@@ -288,16 +328,22 @@ def distributable_stages(pipeline: Any) -> dict[str, Distributable]:
 
 
 class Session:
-    """Rank 0's side of one project: the ranks it hands jobs to."""
+    """Rank 0's side of one project: the ranks it hands jobs to (each group's leader, with
+    context parallelism: `groups` then lists every group's ranks)."""
 
-    def __init__(self, remote: list[RemoteRank]) -> None:
-        self.remote = remote
-        self.local: LocalRank | None = None
+    def __init__(self, remote: list[RemoteRank], groups: list[tuple[int, ...]] | None = None) -> None:
+        self.remote: list[Any] = remote
+        self.groups = groups
+        self.local: Any = None
         self.executor: DistributedExecutor | None = None
 
     def executor_for(self, pipeline: Any) -> DistributedExecutor:
-        """The executor over every rank, rank 0's builder making jobs with `pipeline`."""
+        """The executor over every builder, rank 0's making jobs with `pipeline`."""
         self.local = LocalRank(distributable_stages(pipeline), rank_tmp(pipeline.project.tmp_dir, 0))
+        if self.groups is not None:
+            members = {g[0]: g[1:] for g in self.groups}
+            self.local = GroupRank(self.local, members[0])
+            self.remote = [GroupRank(rank, members[rank.index]) for rank in self.remote]
         self.executor = DistributedExecutor(pipeline.reporter, [self.local, *self.remote])
         return self.executor
 
@@ -310,6 +356,8 @@ class Session:
             rank.close()
         if self.local is not None:
             self.local.close()
+        elif self.groups is not None:  # the project failed before rank 0 built: its members still wait
+            parallel.release()
 
 
 class RankGroup:
@@ -320,13 +368,21 @@ class RankGroup:
         self.world = world
         self.store = store
         self.sessions = 0
+        cp = parallel.group()
+        # With context parallelism: every group's ranks, the leaders being the builders.
+        self.groups = parallel.groups_of(world.size, len(cp.ranks)) if cp is not None else None
+
+    @property
+    def builders(self) -> list[int]:
+        """The ranks rank 0 hands jobs to (itself included)."""
+        return [g[0] for g in self.groups] if self.groups is not None else list(range(self.world.size))
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """Rank 0: the workers wait for this session's jobs until it ends, however it ends."""
         mailbox = Mailbox(self.store, self.sessions)
         self.sessions += 1
-        session = Session([RemoteRank(r, mailbox) for r in range(1, self.world.size)])
+        session = Session([RemoteRank(r, mailbox) for r in self.builders[1:]], self.groups)
         try:
             yield session
         except Stopped:
@@ -338,14 +394,28 @@ class RankGroup:
             session.close()
 
     def serve(self, open_pipeline: Callable[[], Any]) -> None:
-        """A worker: the next project's session. Its errors are rank 0's to report."""
+        """A worker: the next project's session. Its errors are rank 0's to report. A
+        member of a context-parallel group follows its leader's backend calls instead."""
         try:
             pipeline = open_pipeline()
         except CinemaError as err:
             pipeline = err
         session = self.sessions
         self.sessions += 1
+        if self.world.rank not in self.builders:
+            follow(pipeline)
+            return
         serve(pipeline, self.world, self.store, session)
+        parallel.release()  # the session is over: this leader's members too
+
+
+def follow(pipeline: Any) -> None:
+    """A group member's side of one session: the leader's video-backend calls, until released.
+    (A project this rank could not open is also one its leader could not: no call comes.)"""
+    if isinstance(pipeline, BaseException):
+        parallel.follow(None, None)
+        return
+    parallel.follow(pipeline.ctx.video.instance, pipeline.ctx.encode)
 
 
 # ---------------------------------------------------------------- the other ranks
