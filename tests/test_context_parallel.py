@@ -183,12 +183,36 @@ def test_gpus_and_cp_that_cannot_combine_are_refused(tmp_path):
     from cinema_cli.cli import ranks
 
     root = tiny_holocine_project(tmp_path)
-    assert (ranks.check([root], "2", 2, None).processes, ranks.check([root], "2", 2, None).cp.degree) == (2, 2)
+    both = ranks.check([root], "2", 2, None)
+    assert (both.processes, both.cp.degree) == (2, 2)
     assert ranks.check([root], "2", None, None).cp.degree == 1  # no CUDA: no memory to split for
     with pytest.raises(BadInput, match="groups of 2; choose a degree that divides 1"):
         ranks.check([root], "1", 2, None)
     with pytest.raises(BadInput, match="one project at a time"):
         ranks.check([root, root], "2", 2, None)
+
+
+def test_render_gpus_splits_a_scene_too_big_for_one(tmp_path, monkeypatch):
+    """`--gpus N` on CUDA with the longest scene too big for one GPU: the ranks become groups
+    of the smallest degree that fits, GPUs left over idle, and the user is told. (No GPU
+    here: the GPU count, the estimate of the real model and the free memory stand in.)"""
+    from cinema_cli.cli import ranks
+    from cinema_cli.pipeline.shots import ShotStage
+    from cinema_cli.runtime import distributed, memory
+
+    root = tiny_holocine_project(tmp_path)
+    scene = wan_a14b_scene()
+    monkeypatch.setattr(distributed, "cuda_devices", lambda: 4)
+    monkeypatch.setattr(ShotStage, "memory", lambda self: scene)
+    monkeypatch.setattr(memory, "free_gpu_bytes_each", lambda gpus: (scene.need(1) + scene.need(2)) // 2)
+    split = ranks.check([root], "3", None, None)
+    assert (split.processes, split.cp.degree) == (2, 2)
+    assert "split over 2 GPUs" in split.notices[0] and "1 GPU(s) stay idle" in split.notices[0]
+    every = ranks.check([root], "all", None, None)
+    assert (every.processes, every.cp.degree) == (4, 2)
+    monkeypatch.setattr(memory, "free_gpu_bytes_each", lambda gpus: scene.need(4) - 1)
+    with pytest.raises(BadInput, match="split over 4 GPUs it still needs"):  # 4 GPUs: 2 or 4 (40 heads)
+        ranks.check([root], "4", None, None)
 
 
 # ---------------------------------------------------------------- cinema render --cp
