@@ -16,9 +16,9 @@ The other ranks only `make` (`jobs.Distributable`): into their own scratch folde
 are pickled objects under numbered keys in torchrun's c10d store.
 
 With context parallelism (`render --gpus N --cp C`), the ranks form N/C groups of C
-(runtime.parallel's mesh), and each group is one builder (`GroupRank`): rank 0 hands the
-job to the group's leader (its own thread for group 0, a remote rank for the others), and
-the members make it with the leader, each holding 1/C of every scene's tokens — the
+(runtime.parallel's mesh), and each group is one builder: rank 0 hands the job to the
+group's leader (its own thread, `LocalGroup`, for group 0; a `RemoteRank` for the others),
+and the members make it with the leader, each holding 1/C of every scene's tokens — the
 backend's calls reach them through the group (runtime.parallel's lead/follow). A job whose
 backend makes no such call (a keyframe) is made by the leader alone, its members idle.
 
@@ -199,35 +199,32 @@ class LocalRank:
         self.inbox.put(None)  # a job its thread is still making dies with the process
 
 
-class GroupRank:
-    """A context-parallel group of ranks as one builder. Rank 0 hands its jobs to the
-    group's `leader` (rank 0's own `LocalRank`, or a `RemoteRank`); the `members` take part
-    in each of the leader's backend calls, and wait for the next one in between. When the
-    session ends the leader releases its members: a remote leader when it gets STOP, rank
-    0's own here, once its thread has finished (all of the group's broadcasts then come
-    from one thread at a time, and the next project's session finds the members waiting)."""
+class LocalGroup(LocalRank):
+    """Rank 0's builder when it leads a context-parallel group (`render --gpus N --cp C`):
+    its thread makes the jobs as a `LocalRank`'s does, and the group's other ranks take part
+    in each of its backend calls (runtime.parallel's lead/follow). On close it waits for the
+    thread, then releases them: the group's broadcasts come from one thread at a time, and
+    the next project's session finds the members waiting. (A remote group's leader is a
+    `RemoteRank`; its own process releases its members when told to stop.)"""
 
-    def __init__(self, leader: LocalRank | RemoteRank, members: tuple[int, ...]) -> None:
-        self.leader = leader
-        self.index = leader.index
-        self.members = members
+    def __init__(self, stages: dict[str, Distributable], tmp_dir: Path) -> None:
+        super().__init__(stages, tmp_dir)
         self.in_flight = 0
 
     def assign(self, assignment: Assignment) -> None:
         self.in_flight += 1
-        self.leader.assign(assignment)
+        super().assign(assignment)
 
     def poll(self) -> Outcome | None:
-        outcome = self.leader.poll()
+        outcome = super().poll()
         if outcome is not None:
             self.in_flight -= 1
         return outcome
 
     def close(self) -> None:
-        self.leader.close()
-        if isinstance(self.leader, LocalRank) and not self.in_flight:
-            # Not when a job is still in flight: Ctrl-C or torchrun is ending the run, members included.
-            self.leader.thread.join()
+        super().close()
+        if not self.in_flight:  # else Ctrl-C or torchrun is ending the run, the members with it
+            self.thread.join()
             parallel.release()
 
 
@@ -328,22 +325,18 @@ def distributable_stages(pipeline: Any) -> dict[str, Distributable]:
 
 
 class Session:
-    """Rank 0's side of one project: the ranks it hands jobs to (each group's leader, with
-    context parallelism: `groups` then lists every group's ranks)."""
+    """Rank 0's side of one project: the ranks it hands jobs to (with context parallelism,
+    each group's leader)."""
 
-    def __init__(self, remote: list[RemoteRank], groups: list[tuple[int, ...]] | None = None) -> None:
-        self.remote: list[Any] = remote
-        self.groups = groups
-        self.local: Any = None
+    def __init__(self, remote: list[RemoteRank]) -> None:
+        self.remote = remote
+        self.local: LocalRank | None = None
         self.executor: DistributedExecutor | None = None
 
     def executor_for(self, pipeline: Any) -> DistributedExecutor:
         """The executor over every builder, rank 0's making jobs with `pipeline`."""
-        self.local = LocalRank(distributable_stages(pipeline), rank_tmp(pipeline.project.tmp_dir, 0))
-        if self.groups is not None:
-            members = {g[0]: g[1:] for g in self.groups}
-            self.local = GroupRank(self.local, members[0])
-            self.remote = [GroupRank(rank, members[rank.index]) for rank in self.remote]
+        builder = LocalGroup if parallel.leads() else LocalRank
+        self.local = builder(distributable_stages(pipeline), rank_tmp(pipeline.project.tmp_dir, 0))
         self.executor = DistributedExecutor(pipeline.reporter, [self.local, *self.remote])
         return self.executor
 
@@ -356,7 +349,7 @@ class Session:
             rank.close()
         if self.local is not None:
             self.local.close()
-        elif self.groups is not None:  # the project failed before rank 0 built: its members still wait
+        else:  # the project failed before rank 0 built: a group's members still wait for it
             parallel.release()
 
 
@@ -382,7 +375,7 @@ class RankGroup:
         """Rank 0: the workers wait for this session's jobs until it ends, however it ends."""
         mailbox = Mailbox(self.store, self.sessions)
         self.sessions += 1
-        session = Session([RemoteRank(r, mailbox) for r in self.builders[1:]], self.groups)
+        session = Session([RemoteRank(r, mailbox) for r in self.builders[1:]])
         try:
             yield session
         except Stopped:
