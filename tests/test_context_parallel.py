@@ -198,19 +198,20 @@ def test_render_gpus_splits_a_scene_too_big_for_one(tmp_path, monkeypatch):
     here: the GPU count, the estimate of the real model and the free memory stand in.)"""
     from cinema_cli.cli import ranks
     from cinema_cli.pipeline.shots import ShotStage
-    from cinema_cli.runtime import distributed, memory
+    from cinema_cli.runtime import distributed
 
     root = tiny_holocine_project(tmp_path)
     scene = wan_a14b_scene()
     monkeypatch.setattr(distributed, "cuda_devices", lambda: 4)
     monkeypatch.setattr(ShotStage, "memory", lambda self: scene)
-    monkeypatch.setattr(memory, "free_gpu_bytes_each", lambda gpus: (scene.need(1) + scene.need(2)) // 2)
+    monkeypatch.setattr(ranks, "free_gpu_bytes_each", lambda gpus: (scene.need(1) + scene.need(2)) // 2)
     split = ranks.check([root], "3", None, None)
     assert (split.processes, split.cp.degree) == (2, 2)
     assert "split over 2 GPUs" in split.notices[0] and "1 GPU(s) stay idle" in split.notices[0]
     every = ranks.check([root], "all", None, None)
     assert (every.processes, every.cp.degree) == (4, 2)
-    monkeypatch.setattr(memory, "free_gpu_bytes_each", lambda gpus: scene.need(4) - 1)
+    assert ranks.plain_split(root)[0] == 2  # a plain `cinema render` on the 4 GPUs: `--cp 2`
+    monkeypatch.setattr(ranks, "free_gpu_bytes_each", lambda gpus: scene.need(4) - 1)
     with pytest.raises(BadInput, match="split over 4 GPUs it still needs"):  # 4 GPUs: 2 or 4 (40 heads)
         ranks.check([root], "4", None, None)
 

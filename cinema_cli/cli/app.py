@@ -300,7 +300,7 @@ def render(
         if not cp_asked and len(targets) == 1:  # a scene too big for one of several GPUs: split it
             try:
                 cp, notice = ranks.plain_split(targets[0])
-            except CinemaError as err:
+            except CinemaError as err:  # too big for all of them
                 raise fail(err, json_mode) from None
             if notice and not json_mode:
                 output.notice(notice)

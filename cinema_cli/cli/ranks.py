@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Optional
 
 from cinema_cli.cli import output
-from cinema_cli.errors import BadInput
+from cinema_cli.errors import BadInput, CinemaError
 from cinema_cli.pipeline import Pipeline
 from cinema_cli.pipeline.parallel_render import with_cp
 from cinema_cli.pipeline.state import DONE
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import ContextParallelSettings
 from cinema_cli.runtime import distributed, parallel
+from cinema_cli.runtime.memory import SceneMemory, free_gpu_bytes_each, split_degree
+from cinema_cli.video.base import MemoryEstimating
 
 
 @dataclass
@@ -62,21 +64,30 @@ def check(targets: list[Optional[Path]], gpus: str, cp: int | None, cp_mode: str
 def auto_split(pipelines: list[Pipeline], gpus: int) -> tuple[int, str | None]:
     """The context-parallel degree a render over `gpus` GPUs needs, and its notice: 1 unless
     the longest scene still to render does not fit one GPU (runtime.memory.split_degree)."""
-    from cinema_cli.runtime.memory import free_gpu_bytes_each, split_degree
+    return split_for(scenes_to_render(pipelines), gpus)
 
+
+def scenes_to_render(pipelines: list[Pipeline]) -> list[tuple[SceneMemory, ContextParallelSettings]]:
+    """Each project's longest scene, where shots are still to render and the backend
+    estimates its memory (real weights on CUDA), with the project's context parallelism."""
     found = []
     for pipeline in pipelines:
         status = pipeline.status()
         if status.story.state == DONE and all(row.shot.state == DONE for row in status.shots):
-            continue  # no shot to render
+            continue
         scene = pipeline.shots.memory()
         if scene is not None:
             found.append((scene, pipeline.ctx.config.runtime.cp))
-    if not found:
+    return found
+
+
+def split_for(scenes: list[tuple[SceneMemory, ContextParallelSettings]], gpus: int) -> tuple[int, str | None]:
+    """The degree the most demanding of `scenes` needs on `gpus` GPUs, and its notice."""
+    if not scenes:
         return 1, None
     free = free_gpu_bytes_each(gpus)
     choices = [split_degree(scene, free, parallel.possible_degrees(cp, scene.tokens_per_frame, scene.heads, gpus))
-               for scene, cp in found]
+               for scene, cp in scenes]
     return max(choices, key=lambda choice: choice[0])
 
 
@@ -95,10 +106,15 @@ def launch(ranks: Ranks, gpus: str, json_mode: bool) -> int:
 def plain_split(target: Optional[Path]) -> tuple[int, str | None]:
     """A plain `cinema render` on a machine with several GPUs: the context-parallel degree its
     longest scene needs (1 when it fits one GPU, or there is one GPU)."""
-    gpus = distributed.cuda_devices()
-    if gpus < 2:
-        return 1, None
-    return auto_split([Pipeline(Project.open(target))], gpus)
+    try:
+        pipeline = Pipeline(Project.open(target))
+        if not isinstance(pipeline.shots.backend, MemoryEstimating):
+            return 1, None  # asked first: a previz render need not import torch to learn it
+        gpus = distributed.cuda_devices()
+        scenes = scenes_to_render([pipeline]) if gpus > 1 else []
+    except CinemaError:
+        return 1, None  # the render that follows reports it, as any render does
+    return split_for(scenes, gpus)
 
 
 def gpus_under_torchrun() -> BadInput:
