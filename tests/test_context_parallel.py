@@ -121,15 +121,11 @@ def test_preflight_splits_a_long_scene_over_the_gpus_it_has():
     """A HoloCine-size scene (241 frames at 480x832) on GPUs with a little too little free for
     it: the preflight names the smallest split that fits; with it set, each GPU's share fits."""
     from cinema_cli.errors import BackendError
-    from cinema_cli.runtime.memory import ModelSize, check_fits, need_bytes
+    from cinema_cli.runtime.memory import check_fits, need_bytes
     from cinema_cli.runtime.parallel import possible_degrees
-    from cinema_cli.runtime.profiles import Runtime
 
-    wan_a14b = ModelSize(params={"transformer": 14_300_000_000, "transformer_2": 14_300_000_000,
-                                 "text_encoder": 5_700_000_000, "vae": 127_000_000},
-                         quantizable=("transformer", "transformer_2", "text_encoder"),
-                         hidden=5120, ffn=13824, layers=40, vae_channels=96)
-    runtime, tokens, pixels = Runtime("cuda", "bfloat16", offload="model"), 61 * 30 * 52, 480 * 832
+    scene = wan_a14b_scene()
+    wan_a14b, runtime, tokens, pixels = scene.size, scene.runtime, scene.tokens, scene.pixels
     one, two = need_bytes(wan_a14b, runtime, tokens, pixels), need_bytes(wan_a14b, runtime, tokens, pixels, cp=2)
     assert two < one  # the weights on both GPUs, the block activations halved
     free = (one + two) // 2
@@ -140,6 +136,84 @@ def test_preflight_splits_a_long_scene_over_the_gpus_it_has():
     check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 2, degrees)  # the split fits
     with pytest.raises(BackendError, match="runtime: {offload: group"):  # one GPU: a leaner profile instead
         check_fits(wan_a14b, runtime, tokens, pixels, free, "holocine", 1, ())
+
+
+def wan_a14b_scene(label: str = "scene pier (s01-s04, 240 frames)"):
+    """HoloCine's scene (241 frames at 480x832) on Wan2.2 A14B's shape, bf16, offload: model."""
+    from cinema_cli.runtime.memory import ModelSize, SceneMemory
+    from cinema_cli.runtime.profiles import Runtime
+
+    size = ModelSize(params={"transformer": 14_300_000_000, "transformer_2": 14_300_000_000,
+                             "text_encoder": 5_700_000_000, "vae": 127_000_000},
+                     quantizable=("transformer", "transformer_2", "text_encoder"),
+                     hidden=5120, ffn=13824, layers=40, vae_channels=96)
+    return SceneMemory(label, size, Runtime("cuda", "bfloat16", offload="model"), 61 * 30 * 52, 480 * 832, 30 * 52, 40)
+
+
+def test_auto_split_picks_the_smallest_degree_that_fits():
+    """`render` on several GPUs: a scene that fits one GPU is not split; one that does not is
+    split over the smallest degree whose share fits (of those the heads and tokens allow),
+    with a notice of the numbers; when even every GPU is too few, bad input naming them."""
+    from cinema_cli.runtime.memory import GiB, split_degree
+    from cinema_cli.runtime.parallel import possible_degrees
+
+    scene = wan_a14b_scene()
+    one, two, four, eight = (scene.need(d) for d in (1, 2, 4, 8))
+    assert one > two > four > eight  # the weights stay on every GPU, the activations split
+    degrees = possible_degrees(ContextParallelSettings(), scene.tokens_per_frame, scene.heads, gpus=8)
+    assert degrees == (2, 4, 5, 8)  # Ulysses: 40 heads do not split 3, 6 or 7 ways
+    assert split_degree(scene, one, degrees) == (1, None)
+    degree, notice = split_degree(scene, (one + two) // 2, degrees)
+    assert degree == 2
+    assert notice.startswith(f"scene pier (s01-s04, 240 frames) needs ~{one / GiB:.1f} GiB of GPU memory")
+    assert f"split over 2 GPUs: ~{two / GiB:.1f} GiB each" in notice
+    assert split_degree(scene, (two + four) // 2, degrees)[0] == 4  # 5 and 8 fit too: the smallest
+    assert split_degree(scene, eight, degrees)[0] == 8
+    assert split_degree(scene, (two + four) // 2, (2, 5, 8))[0] == 5  # only what the model can be split over
+    with pytest.raises(BadInput, match=rf"needs ~{one / GiB:.1f} GiB .* split over 8 GPUs it still needs "
+                                       rf"~{eight / GiB:.1f} GiB on each"):
+        split_degree(scene, eight - 1, degrees)
+    with pytest.raises(BadInput, match="cannot be split over these GPUs"):
+        split_degree(scene, two, ())  # e.g. Ulysses over 3 GPUs of a 40-head model
+
+
+def test_gpus_and_cp_that_cannot_combine_are_refused(tmp_path):
+    """`--gpus N --cp C` needs C to divide N (N/C groups), and one project; checked before any
+    process starts, with the ranks it means when it is right."""
+    from cinema_cli.cli import ranks
+
+    root = tiny_holocine_project(tmp_path)
+    both = ranks.check([root], "2", 2, None)
+    assert (both.processes, both.cp.degree) == (2, 2)
+    assert ranks.check([root], "2", None, None).cp.degree == 1  # no CUDA: no memory to split for
+    with pytest.raises(BadInput, match="groups of 2; choose a degree that divides 1"):
+        ranks.check([root], "1", 2, None)
+    with pytest.raises(BadInput, match="one project at a time"):
+        ranks.check([root, root], "2", 2, None)
+
+
+def test_render_gpus_splits_a_scene_too_big_for_one(tmp_path, monkeypatch):
+    """`--gpus N` on CUDA with the longest scene too big for one GPU: the ranks become groups
+    of the smallest degree that fits, GPUs left over idle, and the user is told. (No GPU
+    here: the GPU count, the estimate of the real model and the free memory stand in.)"""
+    from cinema_cli.cli import ranks
+    from cinema_cli.pipeline.shots import ShotStage
+    from cinema_cli.runtime import distributed
+
+    root = tiny_holocine_project(tmp_path)
+    scene = wan_a14b_scene()
+    monkeypatch.setattr(distributed, "cuda_devices", lambda: 4)
+    monkeypatch.setattr(ShotStage, "memory", lambda self: scene)
+    monkeypatch.setattr(ranks, "free_gpu_bytes_each", lambda gpus: (scene.need(1) + scene.need(2)) // 2)
+    split = ranks.check([root], "3", None, None)
+    assert (split.processes, split.cp.degree) == (2, 2)
+    assert "split over 2 GPUs" in split.notices[0] and "1 GPU(s) stay idle" in split.notices[0]
+    every = ranks.check([root], "all", None, None)
+    assert (every.processes, every.cp.degree) == (4, 2)
+    assert ranks.plain_split(root)[0] == 2  # a plain `cinema render` on the 4 GPUs: `--cp 2`
+    monkeypatch.setattr(ranks, "free_gpu_bytes_each", lambda gpus: scene.need(4) - 1)
+    with pytest.raises(BadInput, match="split over 4 GPUs it still needs"):  # 4 GPUs: 2 or 4 (40 heads)
+        ranks.check([root], "4", None, None)
 
 
 # ---------------------------------------------------------------- cinema render --cp
@@ -177,6 +251,24 @@ def test_render_cp_2_makes_the_single_process_shots(two_processes):
     assert sorted(p.name for p in (root / "shots").iterdir()) == ["s01.mp4", "s02.mp4"]
 
 
+def test_render_gpus_2_cp_2_equals_one_process(two_processes, tmp_path):
+    """`cinema render --gpus 2 --cp 2`: the 2 ranks are one context-parallel group, one builder
+    of the scheduler (rank 0's thread leads the scene, rank 1 follows it); the shots, the film
+    and the manifest equal a one-process render's byte for byte (Ulysses: the same kernel per head)."""
+    root, single = tiny_holocine_project(tmp_path), two_processes["single"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "cinema_cli", "render", "--gpus", "2", "--cp", "2", "--json",
+                             "-p", str(root)], capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    [report] = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert report["ok"] and report["rebuilt"]["shots"] == ["s01", "s02"], report
+    assert report["ranks"] == 2 and report["cp_groups"] == [[0, 1]]
+    assert [(b["key"], b["rank"]) for b in report["builds"] if b["stage"] == "shots"] == [("scene pier (s01, s02)", 0)]
+    for path in ("shots/s01.mp4", "shots/s02.mp4", "film.mp4"):
+        assert (root / path).read_bytes() == (single / path).read_bytes(), path
+    assert manifest_records(root) == manifest_records(single)
+
+
 def test_bad_cp_settings_are_refused_and_change_nothing(tmp_path):
     from test_render import cinema
 
@@ -186,6 +278,8 @@ def test_bad_cp_settings_are_refused_and_change_nothing(tmp_path):
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     result = cinema("render", "--cp", "2", "--cp-mode", "sideways", cwd=root, rc=2)
     assert "--cp-mode: Input should be 'ulysses' or 'ring'" in result.stderr, result.stderr
+    result = cinema("render", "--gpus", "2", "--cp", "3", cwd=root, rc=2)  # 2 ranks are no groups of 3
+    assert "into groups of 3; choose a degree that divides 2" in result.stderr, result.stderr
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     config = yaml.safe_load((root / "cinema.yaml").read_text())
     config["runtime"] = {"cp": {"degree": 0}}

@@ -40,7 +40,7 @@ from cinema_cli.pipeline import Pipeline
 from cinema_cli.project.create import create_project, example_summaries
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import Shot, Storyboard, caption_tags
-from cinema_cli.runtime import distributed
+from cinema_cli.runtime import distributed, parallel
 
 app = typer.Typer(
     name="cinema",
@@ -265,7 +265,9 @@ def render(
     cp: Optional[int] = typer.Option(
         None, "--cp", min=1, max=64,
         help="Split each scene's (or shot's) transformer passes over N processes, one GPU each "
-             "(context parallelism; runtime.cp.degree in cinema.yaml). Starts itself under torchrun.",
+             "(context parallelism; runtime.cp.degree in cinema.yaml). Starts itself under torchrun. "
+             "With --gpus G: G/N groups of N, each rendering its own scenes. Left out, a scene too big "
+             "for one GPU is split over as few of the GPUs as fit.",
     ),
     cp_mode: Optional[str] = typer.Option(
         None, "--cp-mode", help="ulysses (exchanges heads; default) or ring (passes K/V; less memory)."
@@ -277,35 +279,73 @@ def render(
     JSON object per project with --json, and exits non-zero if any failed. With --gpus,
     rank 0 holds the lock and records; --json then says which rank built what.
 
-    Examples: cinema render | cinema render --gpus all | cinema render --cp 2 | cinema render -p films/a -p films/b --json
+    Examples: cinema render | cinema render --gpus all | cinema render --cp 2 | cinema render --gpus 8 --cp 2 |
+    cinema render -p films/a -p films/b --json
     """
     targets: list[Optional[Path]] = list(project) if project else [None]
-    if cp is not None or cp_mode is not None or configured_cp(targets) > 1:
-        if gpus is not None:
-            raise fail(BadInput("--gpus and --cp do not combine yet: --gpus spreads shots over the processes, "
-                                "--cp splits each scene over them; choose one"), json_mode) from None
-        raise typer.Exit(render_context_parallel(targets, json_mode, cp, cp_mode))
     world = distributed.world_from_env()
+    cp_asked = cp is not None or cp_mode is not None or configured_cp(targets) > 1
     if gpus is not None:
         try:
             if world is not None:
                 raise ranks.gpus_under_torchrun()
-            processes, roots, notice = ranks.check(targets, gpus)
+            plan = ranks.check(targets, gpus, cp, cp_mode)
         except CinemaError as err:
             raise fail(err, json_mode) from None
-        if processes > 1:
+        if plan.processes > 1:
+            for notice in plan.notices if not json_mode else ():
+                output.notice(notice)
+            raise typer.Exit(ranks.launch(plan, gpus, json_mode))
+    elif world is None:
+        if not cp_asked and len(targets) == 1:  # a scene too big for one of several GPUs: split it
+            try:
+                cp, notice = ranks.plain_split(targets[0])
+            except CinemaError as err:  # too big for all of them
+                raise fail(err, json_mode) from None
             if notice and not json_mode:
                 output.notice(notice)
-            raise typer.Exit(ranks.launch(roots, processes, gpus, json_mode))
-    group = distributed.join(world) if world is not None else None
+            cp_asked = cp > 1
+        if cp_asked:
+            raise typer.Exit(render_context_parallel(targets, json_mode, cp, cp_mode))
+    elif not distributed.scheduled(world, cp or configured_cp(targets)):  # torchrun: one group, rank 0 leads
+        raise typer.Exit(render_context_parallel(targets, json_mode, cp, cp_mode))
+    raise typer.Exit(render_ranks(targets, json_mode, world, cp, cp_mode))
+
+
+def render_ranks(targets: list[Optional[Path]], json_mode: bool, world, cp: Optional[int],
+                 cp_mode: Optional[str]) -> int:
+    """One process, or a rank of the scheduler (torchrun): rank 0 renders, handing jobs to the
+    builders; the others make them, or, in a context-parallel group, follow their leader."""
+    from cinema_cli.pipeline.parallel_render import with_cp
+
+    def opened(target: Optional[Path]) -> Project:
+        proj = open_project(target)
+        with_cp(proj, cp, cp_mode)
+        return proj
+
+    settings, first = None, None
+    if world is not None and (cp is not None or cp_mode is not None or configured_cp(targets) > 1):
+        try:
+            if len(targets) > 1:
+                raise BadInput("render --cp renders one project at a time; give one -p")
+            first = opened(targets[0])
+            settings = first.config.runtime.cp
+            parallel.groups_of(world.size, settings.degree)
+        except CinemaError as err:  # every rank finds it: rank 0 says it
+            if world.is_coordinator:
+                fail(err, json_mode)
+            return distributed.report_exit(err.exit_code)
+    group = None
+    if world is not None:
+        group = distributed.join(world, settings, first.config.runtime.device if first is not None else "auto")
     if group is not None and not world.is_coordinator:
         for target in targets:  # rank 0 reports; a worker makes what it is handed
-            group.serve(lambda target=target: Pipeline(open_project(target)))
-        raise typer.Exit(0)
+            group.serve(lambda target=target: Pipeline(opened(target)))
+        return 0
     exit_code = 0
-    for target in targets:
-        exit_code = render_one(target, json_mode, len(targets) > 1, group=group) or exit_code
-    raise typer.Exit(exit_code)
+    for target in targets:  # (`first`: the one project of a context-parallel render)
+        exit_code = render_one(target, json_mode, len(targets) > 1, project=first, group=group) or exit_code
+    return distributed.report_exit(exit_code)
 
 
 def render_one(target: Optional[Path], json_mode: bool, several: bool, project: Optional[Project] = None,
@@ -337,10 +377,12 @@ def render_one(target: Optional[Path], json_mode: bool, several: bool, project: 
 
 
 def ranks_json(group, session) -> dict:
-    """Under torchrun: how many ranks, and which built what in how many seconds."""
+    """Under torchrun: how many ranks, and which built what in how many seconds (with
+    context parallelism, a build's rank is its group's leader: `cp_groups` lists them)."""
     if group is None:
         return {}
-    return {"ranks": group.world.size, "builds": session.log if session is not None else []}
+    groups = {"cp_groups": [list(g) for g in group.groups]} if group.groups is not None else {}
+    return {"ranks": group.world.size, **groups, "builds": session.log if session is not None else []}
 
 
 def configured_cp(targets: list[Optional[Path]]) -> int:
@@ -364,19 +406,20 @@ def render_context_parallel(targets: list[Optional[Path]], json_mode: bool, cp: 
             raise BadInput("render --cp renders one project at a time; give one -p")
         proj = open_project(targets[0])
         settings = parallel_render.with_cp(proj, cp, cp_mode)
-        if parallel_render.needs_launch(settings):
-            return parallel_render.launch(settings, sys.argv[1:])
+        if parallel_render.needs_launch(settings):  # the degree on its command line, if it was decided here
+            args = sys.argv[1:] + ([] if "--cp" in sys.argv else ["--cp", str(settings.degree)])
+            return parallel_render.launch(settings, args)
         if settings.degree > 1:
             parallel_render.start_group(settings, proj.config.runtime.device)
     except CinemaError as err:
         fail(err, json_mode)
-        return parallel_render.report_exit(err.exit_code)
+        return distributed.report_exit(err.exit_code)
     if settings.degree > 1 and world()[0] > 0:
         parallel_render.follow(proj)
         return 0
     with parallel_render.leading():
         code = render_one(targets[0], json_mode, False, project=proj)
-    return parallel_render.report_exit(code)
+    return distributed.report_exit(code)
 
 
 @app.command()

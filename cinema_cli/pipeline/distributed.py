@@ -17,6 +17,13 @@ The other ranks only `make` (`jobs.Distributable`): into their own scratch folde
 `project.files.confine_writes` makes any write of project state by them fail. Messages
 are pickled objects under numbered keys in torchrun's c10d store.
 
+With context parallelism (`render --gpus N --cp C`), the ranks form N/C groups of C
+(runtime.parallel's mesh), and each group is one builder: rank 0 hands the job to the
+group's leader (its own thread, `LocalGroup`, for group 0; a `RemoteRank` for the others),
+and the members make it with the leader, each holding 1/C of every scene's tokens — the
+backend's calls reach them through the group (runtime.parallel's lead/follow). A job whose
+backend makes no such call (a keyframe) is made by the leader alone, its members idle.
+
 Faults: a rank whose job raises (a backend error, out of memory) reports it; rank 0
 hands out nothing more, records the jobs still in flight as they finish, and fails the
 run naming the rank and the artifact. A rank that dies is seen by torchrun, which stops
@@ -43,6 +50,7 @@ from cinema_cli.errors import CinemaError
 from cinema_cli.pipeline.jobs import Distributable, InProcessExecutor, Job, Made, Stage, Step, in_order
 from cinema_cli.pipeline.state import Reporter
 from cinema_cli.project.files import confine_writes
+from cinema_cli.runtime import parallel
 from cinema_cli.runtime.distributed import World
 
 POLL = 0.003  # seconds between looks at the store when nothing happened
@@ -193,6 +201,35 @@ class LocalRank:
         self.inbox.put(None)  # a job its thread is still making dies with the process
 
 
+class LocalGroup(LocalRank):
+    """Rank 0's builder when it leads a context-parallel group (`render --gpus N --cp C`):
+    its thread makes the jobs as a `LocalRank`'s does, and the group's other ranks take part
+    in each of its backend calls (runtime.parallel's lead/follow). On close it waits for the
+    thread, then releases them: the group's broadcasts come from one thread at a time, and
+    the next project's session finds the members waiting. (A remote group's leader is a
+    `RemoteRank`; its own process releases its members when told to stop.)"""
+
+    def __init__(self, stages: dict[str, Distributable], tmp_dir: Path) -> None:
+        super().__init__(stages, tmp_dir)
+        self.in_flight = 0
+
+    def assign(self, assignment: Assignment) -> None:
+        self.in_flight += 1
+        super().assign(assignment)
+
+    def poll(self) -> Outcome | None:
+        outcome = super().poll()
+        if outcome is not None:
+            self.in_flight -= 1
+        return outcome
+
+    def close(self) -> None:
+        super().close()
+        if not self.in_flight:  # else Ctrl-C or torchrun is ending the run, the members with it
+            self.thread.join()
+            parallel.release()
+
+
 # ---------------------------------------------------------------- rank 0: the scheduler
 
 
@@ -321,7 +358,8 @@ def distributable_stages(pipeline: Any) -> dict[str, Distributable]:
 
 
 class Session:
-    """Rank 0's side of one project: the ranks it hands jobs to."""
+    """Rank 0's side of one project: the ranks it hands jobs to (with context parallelism,
+    each group's leader)."""
 
     def __init__(self, remote: list[RemoteRank]) -> None:
         self.remote = remote
@@ -329,8 +367,9 @@ class Session:
         self.executor: DistributedExecutor | None = None
 
     def executor_for(self, pipeline: Any) -> DistributedExecutor:
-        """The executor over every rank, rank 0's builder making jobs with `pipeline`."""
-        self.local = LocalRank(distributable_stages(pipeline), rank_tmp(pipeline.project.tmp_dir, 0))
+        """The executor over every builder, rank 0's making jobs with `pipeline`."""
+        builder = LocalGroup if parallel.leads() else LocalRank
+        self.local = builder(distributable_stages(pipeline), rank_tmp(pipeline.project.tmp_dir, 0))
         self.executor = DistributedExecutor(pipeline.reporter, [self.local, *self.remote])
         return self.executor
 
@@ -343,6 +382,8 @@ class Session:
             rank.close()
         if self.local is not None:
             self.local.close()
+        else:  # the project failed before rank 0 built: a group's members still wait for it
+            parallel.release()
 
 
 class RankGroup:
@@ -353,13 +394,21 @@ class RankGroup:
         self.world = world
         self.store = store
         self.sessions = 0
+        cp = parallel.group()
+        # With context parallelism: every group's ranks, the leaders being the builders.
+        self.groups = parallel.groups_of(world.size, len(cp.ranks)) if cp is not None else None
+
+    @property
+    def builders(self) -> list[int]:
+        """The ranks rank 0 hands jobs to (itself included)."""
+        return [g[0] for g in self.groups] if self.groups is not None else list(range(self.world.size))
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """Rank 0: the workers wait for this session's jobs until it ends, however it ends."""
         mailbox = Mailbox(self.store, self.sessions)
         self.sessions += 1
-        session = Session([RemoteRank(r, mailbox) for r in range(1, self.world.size)])
+        session = Session([RemoteRank(r, mailbox) for r in self.builders[1:]])
         try:
             yield session
         except Stopped:
@@ -371,14 +420,28 @@ class RankGroup:
             session.close()
 
     def serve(self, open_pipeline: Callable[[], Any]) -> None:
-        """A worker: the next project's session. Its errors are rank 0's to report."""
+        """A worker: the next project's session. Its errors are rank 0's to report. A
+        member of a context-parallel group follows its leader's backend calls instead."""
         try:
             pipeline = open_pipeline()
         except CinemaError as err:
             pipeline = err
         session = self.sessions
         self.sessions += 1
+        if self.world.rank not in self.builders:
+            follow(pipeline)
+            return
         serve(pipeline, self.world, self.store, session)
+        parallel.release()  # the session is over: this leader's members too
+
+
+def follow(pipeline: Any) -> None:
+    """A group member's side of one session: the leader's video-backend calls, until released.
+    (A project this rank could not open is also one its leader could not: no call comes.)"""
+    if isinstance(pipeline, BaseException):
+        parallel.follow(None, None)
+        return
+    parallel.follow(pipeline.ctx.video.instance, pipeline.ctx.encode)
 
 
 # ---------------------------------------------------------------- the other ranks

@@ -24,9 +24,7 @@ from cinema_cli.errors import BadInput
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import ContextParallelSettings
 from cinema_cli.runtime import parallel
-
-EXIT_CODE_FILE = "CINEMA_CP_EXIT_CODE_FILE"
-
+from cinema_cli.runtime.distributed import EXIT_CODE_FILE
 
 def with_cp(project: Project, degree: int | None, mode: str | None) -> ContextParallelSettings:
     """cinema.yaml's runtime.cp with the command line's degree and mode put over it, for this run."""
@@ -57,28 +55,15 @@ def launch(cp: ContextParallelSettings, args: list[str]) -> int:
         return int(code_file.read_text()) if code_file.is_file() else returncode
 
 
-def report_exit(code: int) -> int:
-    """The exit code for this process: on rank 0 under `launch`, `code` is left for it and
-    the process exits 0 (torchrun would print its own traceback for a failed rank)."""
-    path = os.environ.get(EXIT_CODE_FILE)
-    if path and parallel.world()[0] == 0:
-        Path(path).write_text(str(code))
-        return 0
-    return code
 
 
 def start_group(cp: ContextParallelSettings, device_setting: str) -> None:
-    """The process group, on every rank, before anything else (rank 0 may never load a model,
-    and must still release the others)."""
+    """The process group and its one context-parallel group, on every rank, before anything
+    else (rank 0 may never load a model, and must still release the others)."""
     parallel.check_launch(cp, "render")
-    device = "cpu" if device_setting == "cpu" else ("cuda" if _cuda() else "cpu")
+    device = parallel.mesh_device(device_setting)
     parallel.init_group(device)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    parallel.build_mesh(cp, device)
 
 
 @contextlib.contextmanager

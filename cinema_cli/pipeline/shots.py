@@ -16,9 +16,11 @@ from cinema_cli.pipeline.state import DONE, MISSING, STALE, ArtifactState, evalu
 from cinema_cli.project.files import temp_path_for
 from cinema_cli.project.manifest import Record, canonical_hash
 from cinema_cli.project.schema import CinemaConfig, Shot, Storyboard
+from cinema_cli.runtime.memory import SceneMemory
 from cinema_cli.video.base import (
     FrameSnapping,
     GroupShotBackend,
+    MemoryEstimating,
     Preflight,
     RenderPlan,
     SceneRequest,
@@ -253,6 +255,14 @@ class ShotStage:
     def preflight(self) -> None:
         """The shot backend's own checks (weights present, memory enough) before anything is
         written, when the shot stage may have work."""
+        self.ctx.notices.extend(self.backend.preflight(self.render_plan()))
+
+    def memory(self) -> SceneMemory | None:
+        """What the longest scene (or shot) asks of a GPU, where the backend estimates it."""
+        return self.backend.scene_memory(self.render_plan()) if isinstance(self.backend, MemoryEstimating) else None
+
+    def render_plan(self) -> RenderPlan:
+        """What the render asks of the backend: its frame size and each call's frames."""
         ctx = self.ctx
         board = self.project.storyboard if self.project.has_storyboard() else None
         if board is None:  # the story stage writes it first; shots will be about shot_seconds long
@@ -260,14 +270,20 @@ class ShotStage:
             snap = self.backend.frames_for if isinstance(self.backend, FrameSnapping) else int
             frames: tuple[int, ...] = (snap(requested),)
             continuous = 0
+            longest = f"a shot of {frames[0]} frames"
         else:
-            frames = tuple(sum(self.frames_of(s) for s in group) for group in self.groups(board))
+            groups = self.groups(board)
+            frames = tuple(sum(self.frames_of(s) for s in group) for group in groups)
             continuous = sum(s.transition == "continuous" for s in board.shots[1:])
-        plan = RenderPlan(
+            longest = "no shot"
+            if frames:
+                group = groups[frames.index(max(frames))]
+                shots = group[0].id if len(group) == 1 else f"{group[0].id}-{group[-1].id}"
+                longest = f"scene {group[0].scene} ({shots}, {max(frames)} frames)"
+        return RenderPlan(
             width=ctx.config.resolution.width, height=ctx.config.resolution.height, fps=ctx.config.fps,
-            frames=frames, runtime=ctx.config.runtime, continuous=continuous,
+            frames=frames, runtime=ctx.config.runtime, continuous=continuous, longest=longest,
         )
-        ctx.notices.extend(self.backend.preflight(plan))
 
     def snapped_notice(self, shots: list[Shot]) -> None:
         """Say which of `shots` (those rendered) got another length than they asked for."""

@@ -22,6 +22,12 @@ from cinema_cli.errors import BadInput
 # rank while this one has nothing ready.
 WAIT = timedelta(days=1)
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C
+# Where rank 0 leaves its exit code for the `cinema` that launched the ranks: torchrun's own
+# is 1 for any failure, and bad input must still exit 2.
+EXIT_CODE_FILE = "CINEMA_EXIT_CODE_FILE"
+# Set by `render --gpus`: the ranks are builders of the scheduler (pipeline.distributed) even
+# when they are one context-parallel group (`--gpus 2 --cp 2`).
+SCHEDULED = "CINEMA_RENDER_SCHEDULED"
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,24 @@ def processes_for(gpus: str, cuda: int, cores: int) -> tuple[int, str | None]:
     return count, f"no CUDA GPU: --gpus {count} renders with {count} CPU processes (gloo)"
 
 
+def scheduled(world: World | None, degree: int) -> bool:
+    """Whether the ranks torchrun started are builders of the scheduler, not one context-
+    parallel render led by rank 0: `render --gpus`, or more ranks than one group."""
+    return world is not None and (degree == 1 or world.size > degree or os.environ.get(SCHEDULED) == "1")
+
+
+def report_exit(code: int) -> int:
+    """The exit code for this process: on rank 0 under a `cinema` that launched the ranks,
+    `code` is left for it and the process exits 0 (torchrun would print its own traceback
+    for a failed rank)."""
+    path = os.environ.get(EXIT_CODE_FILE)
+    if path and int(os.environ.get("RANK", "0")) == 0:
+        with open(path, "w") as out:
+            out.write(str(code))
+        return 0
+    return code
+
+
 def torchrun_args(processes: int, args: list[str]) -> list[str]:
     """torchrun's command line for `cinema <args>` on `processes` ranks of this machine."""
     return ["--standalone", f"--nproc-per-node={processes}", "-m", "cinema_cli", *args]
@@ -125,24 +149,35 @@ def teardown() -> None:
 def launch(processes: int, args: list[str]) -> int:
     """Run `cinema <args>` on `processes` ranks here with torchrun, in this process (its
     `run`, exactly what `torchrun` does, without starting and importing torch a second
-    time); the exit code: 0, 1 when a rank failed, 130 when Ctrl-C stopped it. Ctrl-C
-    reaches every rank from the terminal; torchrun stops them all."""
+    time), as builders of the scheduler; the exit code: rank 0's (2 for bad input), 1 when
+    a rank failed, 130 when Ctrl-C stopped it. Ctrl-C reaches every rank from the
+    terminal; torchrun stops them all."""
+    import tempfile
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    os.environ["OMP_NUM_THREADS"] = str(rank_threads(processes))
-    try:
-        run(parse_args(torchrun_args(processes, args)))
-    except ChildFailedError:
-        return 1  # each rank has reported its own failure
-    except SignalException as err:
-        return INTERRUPTED if err.sigval == signal.SIGINT else 1
-    return 0
+    with tempfile.TemporaryDirectory(prefix="cinema-ranks-") as folder:
+        code_file = os.path.join(folder, "exit-code")
+        os.environ.update({"OMP_NUM_THREADS": str(rank_threads(processes)), SCHEDULED: "1",
+                           EXIT_CODE_FILE: code_file})
+        try:
+            run(parse_args(torchrun_args(processes, args)))
+        except ChildFailedError:
+            return 1  # each rank has reported its own failure
+        except SignalException as err:
+            return INTERRUPTED if err.sigval == signal.SIGINT else 1
+        if not os.path.isfile(code_file):
+            return 0
+        with open(code_file) as left:
+            return int(left.read())
 
 
-def join(world: World):
-    """This rank's `RankGroup` (pipeline.distributed), once it has joined the others."""
+def join(world: World, cp=None, device_setting: str = "auto"):
+    """This rank's `RankGroup` (pipeline.distributed), once it has joined the others, and,
+    with context parallelism (`cp`, runtime.cp settings of degree > 1), once every rank has
+    made the groups of C (runtime.parallel's mesh)."""
     from cinema_cli.pipeline.distributed import RankGroup, stop_on_sigterm
 
     if world.is_coordinator:
@@ -150,4 +185,9 @@ def join(world: World):
     else:
         # Ctrl-C is rank 0's to handle (it reports and stops everyone); a worker is ended by torchrun.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return RankGroup(world, setup(world))
+    store = setup(world)
+    if cp is not None and cp.degree > 1:
+        from cinema_cli.runtime import parallel
+
+        parallel.build_mesh(cp, parallel.mesh_device(device_setting))
+    return RankGroup(world, store)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cinema_cli.errors import BackendError
+from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.runtime.profiles import Runtime, leaner_profiles, quantizer_missing
 
 GiB = 1024**3
@@ -105,10 +105,64 @@ def check_fits(size: ModelSize, runtime: Runtime, tokens: int, pixels: int, free
     )
 
 
+@dataclass(frozen=True)
+class SceneMemory:
+    """What the longest scene (or shot) of a render asks of a GPU, from the configs alone:
+    the inputs of `need_bytes`, and what context parallelism can split (`possible_degrees`)."""
+
+    label: str  # which scene, for messages
+    size: ModelSize
+    runtime: Runtime
+    tokens: int
+    pixels: int
+    tokens_per_frame: int
+    heads: int | None
+
+    def need(self, cp: int = 1) -> int:
+        return need_bytes(self.size, self.runtime, self.tokens, self.pixels, cp)
+
+
+def split_degree(scene: SceneMemory, free: int, degrees: tuple[int, ...]) -> tuple[int, str | None]:
+    """The context-parallel degree to render `scene` with when `free` bytes are free on each
+    GPU and it may be split over any of `degrees` (those the model, the resolution and the
+    GPUs allow, ascending): 1 when one GPU holds it, else the smallest degree whose share
+    fits, with a notice saying so. BadInput with the numbers when even the largest does not."""
+    one = scene.need()
+    if one <= free:
+        return 1, None
+    for degree in degrees:
+        each = scene.need(degree)
+        if each <= free:
+            return degree, (f"{scene.label} needs ~{one / GiB:.1f} GiB of GPU memory, {free / GiB:.1f} GiB is free "
+                            f"on each GPU; split over {degree} GPUs: ~{each / GiB:.1f} GiB each "
+                            f"(render --cp {degree})")
+    most = max(degrees, default=1)
+    split = (f"split over {most} GPUs it still needs ~{scene.need(most) / GiB:.1f} GiB on each (the weights, "
+             f"{weights_bytes(scene.size, scene.runtime) / GiB:.1f} GiB, are on every GPU)" if most > 1 else
+             "it cannot be split over these GPUs (context parallelism divides the tokens of a frame and, with "
+             "Ulysses, the attention heads)")
+    raise BadInput(f"{scene.label} needs ~{one / GiB:.1f} GiB of GPU memory with runtime {scene.runtime.settings()}, "
+                   f"and {free / GiB:.1f} GiB is free on each GPU; {split}. Set a leaner runtime profile "
+                   "(runtime.offload, runtime.quantize), or lower the resolution or the shot lengths")
+
+
 def free_gpu_bytes() -> int:
     import torch
 
     return torch.cuda.mem_get_info()[0]
+
+
+def free_gpu_bytes_each(gpus: int) -> int:
+    """The least free memory of GPUs 0..gpus-1, asked in a short-lived process: asking here
+    would leave a CUDA context on every GPU in the process that launches the ranks."""
+    import subprocess
+    import sys
+
+    probe = f"import torch; print(min(torch.cuda.mem_get_info(i)[0] for i in range({gpus})))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    if result.returncode:
+        raise BackendError(f"could not ask the GPUs how much memory is free: {result.stderr.strip()[-500:]}")
+    return int(result.stdout.strip().splitlines()[-1])
 
 
 def model_size(folder: Path) -> ModelSize:

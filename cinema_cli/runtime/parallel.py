@@ -1,12 +1,16 @@
 """Context parallelism for the video backends: one scene's transformer passes split over
-the processes torchrun started (`torchrun --nproc_per_node N -m cinema_cli render --cp N`).
+a group of the processes torchrun started (`render --cp C`: one group of C; `render --gpus N
+--cp C`: N/C groups, a 2-D mesh).
 
-Every process loads the same pipeline; `enable_context_parallel` gives each transformer a
-diffusers `ContextParallelConfig` (its `_cp_plan` hooks split the tokens, the scene
-processors exchange them, see attention/context_parallel). Rank 0 runs the render as
-usual and owns the project; before each scene or shot it sends the request to the other
-ranks (`lead`), which make the same call in lockstep (their collectives pair up with rank
-0's) and discard what they make (`follow`). They never open the lock or write the project.
+The groups are made once, at start-up, on every process together (`build_mesh`: a device
+mesh (group, ring, ulysses), whose subgroups creating is collective); each process keeps
+its own group (`group()`). Every process of a group loads the same pipeline;
+`enable_context_parallel` gives each transformer a diffusers `ContextParallelConfig` over
+the group's sub-mesh (its `_cp_plan` hooks split the tokens, the scene processors exchange
+them, see attention/context_parallel). The group's leader runs the backend as usual;
+before each scene or shot it sends the request to its members (`lead`), which make the
+same call in lockstep (their collectives pair up with the leader's) and discard what they
+make (`follow`). They never open the lock or write the project.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cinema_cli.errors import BadInput
 from cinema_cli.project.schema import ContextParallelSettings
@@ -36,11 +42,63 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+@dataclass(frozen=True)
+class Group:
+    """This process's context-parallel group in the run's mesh."""
+
+    ranks: tuple[int, ...]  # global ranks, the leader first
+    mesh: Any  # the group's (ring, ulysses) DeviceMesh, a slice of the run's mesh
+    process_group: Any  # all of its ranks, for the leader's broadcasts
+
+    @property
+    def leader(self) -> int:
+        return self.ranks[0]
+
+
+_group: Group | None = None
+
+
+def group() -> Group | None:
+    """This process's group, once `build_mesh` made them; None outside a context-parallel run."""
+    return _group
+
+
+def groups_of(size: int, degree: int) -> list[tuple[int, ...]]:
+    """The context-parallel groups of a run of `size` processes: consecutive ranks, so a
+    group stays on one node where a node's GPUs are consecutive ranks (torchrun's order)."""
+    if degree < 1 or size % degree:
+        raise BadInput(f"context parallelism over {degree} processes splits the {size} processes into groups of "
+                       f"{degree}; choose a degree that divides {size}")
+    return [tuple(range(start, start + degree)) for start in range(0, size, degree)]
+
+
+def build_mesh(cp: ContextParallelSettings, device: str) -> Group:
+    """On every process at once (creating process subgroups is collective): the run's
+    (group, ring, ulysses) mesh; returns and keeps this process's group."""
+    global _group
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    size, rank = dist.get_world_size(), dist.get_rank()
+    config = diffusers_config(cp)
+    ranks = next(g for g in groups_of(size, cp.degree) if rank in g)
+    mesh = init_device_mesh(device, (size // cp.degree, *config.mesh_shape),
+                            mesh_dim_names=("group", *config.mesh_dim_names))
+    sub = mesh[config.mesh_dim_names]
+    # diffusers flattens (ring, ulysses) when it sets up; flattening makes groups, so here,
+    # together, once: later calls (a model loaded by one group only) find it made.
+    flat = sub._flatten()
+    _group = Group(ranks, sub, flat.get_group())
+    return _group
+
+
 def check_launch(cp: ContextParallelSettings, who: str) -> None:
-    """A degree above 1 needs exactly that many processes from torchrun."""
+    """A degree above 1 needs a mesh with groups of that size, or exactly that many processes."""
     if cp.degree == 1:
         return
     _, size = world()
+    if _group is not None and len(_group.ranks) == cp.degree:
+        return
     if size != cp.degree:
         raise BadInput(
             f"{who}: runtime.cp.degree is {cp.degree}, so it runs as {cp.degree} processes: "
@@ -62,6 +120,13 @@ def init_group(device: str) -> None:
         dist.init_process_group("cpu:gloo,cuda:nccl", timeout=WAIT)
     else:
         dist.init_process_group("gloo", timeout=WAIT)
+
+
+def mesh_device(device_setting: str) -> str:
+    """Where the context-parallel exchange runs: runtime.device, auto being CUDA when there is one."""
+    import torch
+
+    return "cpu" if device_setting == "cpu" or not torch.cuda.is_available() else "cuda"
 
 
 def diffusers_config(cp: ContextParallelSettings):
@@ -113,10 +178,14 @@ def enable_context_parallel(transformer, config, device: str, mesh=None) -> None
     # diffusers' context-parallel gather calls a torch collective that torch deprecates: not the user's concern.
     warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers.hooks.context_parallel")
     parallel = ParallelConfig(context_parallel_config=config)
-    if mesh is None:
+    if mesh is not None:  # training's data-parallel x context-parallel mesh
+        rank, size = dist.get_rank(), dist.get_world_size()
+    elif _group is not None:  # this process's group of the run's mesh
+        mesh, rank, size = _group.mesh, _group.ranks.index(dist.get_rank()), len(_group.ranks)
+    else:  # every process one group (made here: all of them load the model together)
         mesh = init_device_mesh(device, config.mesh_shape, mesh_dim_names=config.mesh_dim_names)
-    rank = dist.get_rank()
-    parallel.setup(rank, dist.get_world_size(), _device(device), mesh=mesh)
+        rank, size = dist.get_rank(), dist.get_world_size()
+    parallel.setup(rank, size, _device(device), mesh=mesh)
     transformer._parallel_config = parallel
     for processor in transformer.attn_processors.values():
         if hasattr(processor, "_parallel_config"):
@@ -152,32 +221,39 @@ def parallelize(pipe, cp: ContextParallelSettings, device: str, who: str) -> Non
 # ---------------------------------------------------------------- rank 0 leads, the others follow
 
 
-def lead(cp: ContextParallelSettings, call: str, request) -> None:
-    """On rank 0 of a context-parallel render: send the next backend call to the followers."""
+def leads() -> bool:
+    """True on the leader of a context-parallel group (whose members follow its calls)."""
     import torch.distributed as dist
 
-    if cp.degree > 1 and world()[0] == 0 and dist.is_initialized():
-        dist.broadcast_object_list([(call, request)], src=0)
+    return _group is not None and len(_group.ranks) > 1 and _group.leader == dist.get_rank()
+
+
+def _broadcast(message: list) -> None:
+    import torch.distributed as dist
+
+    dist.broadcast_object_list(message, src=_group.leader, group=_group.process_group)
+
+
+def lead(cp: ContextParallelSettings, call: str, request) -> None:
+    """On a group's leader: send the next backend call to its members."""
+    if cp.degree > 1 and leads():
+        _broadcast([(call, request)])
 
 
 def release() -> None:
-    """On rank 0: tell the followers the render is over (also when it failed)."""
-    import torch.distributed as dist
-
-    if world()[0] == 0 and dist.is_initialized():
-        dist.broadcast_object_list([None], src=0)
+    """On a group's leader: tell its members the render is over (also when it failed)."""
+    if leads():
+        _broadcast([None])
 
 
 def follow(backend, encode) -> int:
-    """On ranks above 0: make each call rank 0 sends, into a scratch folder, until released.
-    Returns the number of calls made."""
-    import torch.distributed as dist
-
+    """On a group's members: make each call the leader sends, into a scratch folder, until
+    released. Returns the number of calls made."""
     calls = 0
     with tempfile.TemporaryDirectory(prefix="cinema-cp-") as scratch:
         while True:
             message = [None]
-            dist.broadcast_object_list(message, src=0)
+            _broadcast(message)
             if message[0] is None:
                 return calls
             call, request = message[0]

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from cinema_cli.project.schema import Framing, Move, RuntimeSettings, Shot, Storyboard
 from cinema_cli.registry import Registry
+
+if TYPE_CHECKING:
+    from cinema_cli.runtime.memory import SceneMemory
 
 StepProgress = Callable[[int, int], None]
 
@@ -58,6 +61,8 @@ class RenderPlan:
     runtime: RuntimeSettings
     # How many shots should flow into the next one (the next shot is `continuous`).
     continuous: int = 0
+    # The longest render call, for messages ("scene pier (s01-s04)").
+    longest: str = "the longest shot"
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,14 @@ class Preflight(Protocol):
     def preflight(self, plan: RenderPlan) -> list[str]:
         """Checks before a render writes anything (weights present, memory enough); raises
         a CinemaError to stop it, returns notices for the user."""
+        ...
+
+
+@runtime_checkable
+class MemoryEstimating(Protocol):
+    def scene_memory(self, plan: RenderPlan) -> SceneMemory | None:
+        """What the longest render call asks of a GPU (runtime.memory), from the configs;
+        None where there is no GPU estimate (the CPU, a tiny preset, weights not here yet)."""
         ...
 
 

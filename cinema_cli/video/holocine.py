@@ -28,7 +28,7 @@ from pydantic import Field
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings, Shot, Storyboard
 from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
-from cinema_cli.runtime.memory import out_of_memory_is_a_message
+from cinema_cli.runtime.memory import SceneMemory, out_of_memory_is_a_message
 from cinema_cli.runtime.parallel import lead, parallelize
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
 from cinema_cli.runtime.tiny import TINY, build_tiny
@@ -137,15 +137,25 @@ class HolocineShots:
         per_frame = (plan.height // MULTIPLE) * (plan.width // MULTIPLE)
         heads = config.get("num_attention_heads") if config else None
         check_tokens(plan.runtime.cp, per_frame, heads, self.name)
-        folder = self._base_folder()
-        if runtime.device != "cuda" or folder is None:
+        scene = self.scene_memory(plan)
+        if scene is None:
             return
-        from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+        from cinema_cli.runtime.memory import check_fits, free_gpu_bytes
 
-        size = model_size(folder)
+        check_fits(scene.size, runtime, scene.tokens, scene.pixels, free_gpu_bytes(), self.name,
+                   plan.runtime.cp.degree, possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
+
+    def scene_memory(self, plan: RenderPlan) -> SceneMemory | None:
+        """The longest group's ask of a GPU, on CUDA with real weights already here."""
+        runtime, _ = resolve_runtime(plan.runtime, self.name)
+        if runtime.device != "cuda" or self.options.model == TINY or local_folder(self.options.model) is None:
+            return None
+        from cinema_cli.runtime.memory import SceneMemory, model_size
+
+        per_frame = (plan.height // MULTIPLE) * (plan.width // MULTIPLE)
         tokens = (1 + max(plan.frames, default=0) // 4) * per_frame  # latent frames of the longest group
-        check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.name, plan.runtime.cp.degree,
-                   possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
+        return SceneMemory(plan.longest, model_size(self._base_folder()), runtime, tokens, plan.width * plan.height,
+                           per_frame, (self._transformer_config() or {}).get("num_attention_heads"))
 
     # ------------------------------------------------------------ loading
 

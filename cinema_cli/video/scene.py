@@ -89,6 +89,9 @@ class KeyframeSceneShots:
     def preflight(self, plan: RenderPlan) -> list[str]:
         return self.model.preflight(plan)
 
+    def scene_memory(self, plan: RenderPlan):
+        return self.model.scene_memory(plan)
+
     def render_group(
         self, request: SceneRequest, outs: list[Path], encode: EncodeSettings, progress: StepProgress
     ) -> None:

@@ -83,6 +83,9 @@ class WanShots:
             )
         return notices
 
+    def scene_memory(self, plan: RenderPlan):
+        return self.model.scene_memory(plan)
+
     def render(self, request: ShotRequest, out: Path, encode: EncodeSettings, progress: StepProgress) -> None:
         lead(request.runtime.cp, "render", request)
         video = self.frames(request, progress)

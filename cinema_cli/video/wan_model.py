@@ -19,11 +19,11 @@ from pydantic import Field
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
-from cinema_cli.runtime.loading import load_pretrained, preflight_weights
-from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size
+from cinema_cli.runtime.loading import load_pretrained, local_folder, preflight_weights
+from cinema_cli.runtime.memory import SceneMemory, check_fits, free_gpu_bytes, model_size
 from cinema_cli.runtime.parallel import check_tokens, gpu_count, parallelize, possible_degrees
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
-from cinema_cli.runtime.tiny import TINY, build_tiny
+from cinema_cli.runtime.tiny import TINY, build_tiny, is_tiny
 from cinema_cli.video.base import EncodeSettings, RenderPlan
 from cinema_cli.video.lora import (
     VideoLoraOptions, folder_transformers, load_loras, pipeline_transformers, preflight_loras,
@@ -108,12 +108,23 @@ class WanModel:
         per_frame = (plan.height // multiple) * (plan.width // multiple)
         heads = _heads(folder)
         check_tokens(plan.runtime.cp, per_frame, heads, self.who)
-        if runtime.device == "cuda":
-            size = model_size(folder)
-            tokens = max(latent_frames(f) for f in plan.frames) * per_frame
-            check_fits(size, runtime, tokens, plan.width * plan.height, free_gpu_bytes(), self.who,
+        scene = self.scene_memory(plan)
+        if scene is not None:
+            check_fits(scene.size, runtime, scene.tokens, scene.pixels, free_gpu_bytes(), self.who,
                        plan.runtime.cp.degree, possible_degrees(plan.runtime.cp, per_frame, heads, gpu_count()))
         return notices
+
+    def scene_memory(self, plan: RenderPlan) -> SceneMemory | None:
+        """The longest shot's (or scene's) ask of a GPU, on CUDA with the weights already here."""
+        runtime, _ = resolve_runtime(plan.runtime, self.who)
+        folder = None if is_tiny(self.model) else local_folder(self.model)
+        if runtime.device != "cuda" or folder is None:
+            return None
+        multiple = _spatial_multiple(folder)
+        per_frame = (plan.height // multiple) * (plan.width // multiple)
+        tokens = max(latent_frames(f) for f in plan.frames) * per_frame
+        return SceneMemory(plan.longest, model_size(folder), runtime, tokens, plan.width * plan.height, per_frame,
+                           _heads(folder))
 
     def _check_size(self, plan: RenderPlan, multiple: int) -> None:
         if plan.width % multiple or plan.height % multiple:
