@@ -49,10 +49,10 @@ def packed_attention(
     """Each segment's queries attend to its key runs; one `attend` call per chunk of
     segments of one shape, stacked along the batch. Queries outside every segment are zero
     (or, when `out` is given, what it held: the answers are written into it)."""
-    batch = q.shape[0]
-    budget = budget or k.shape[1]
     if out is None and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         return _packed_attention_for_training(q, k, v, segments, attend, budget)
+    batch = q.shape[0]
+    budget = budget or k.shape[1]
     if out is None:
         covered = sum(s.queries[1] - s.queries[0] for s in segments) == q.shape[1]  # runs are disjoint
         out = torch.empty_like(q) if covered else torch.zeros_like(q)
@@ -86,37 +86,79 @@ def packed_attention(
     return out
 
 
-def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend, budget: int) -> torch.Tensor:
-    """`packed_attention` under autograd: each call's queries and key runs gathered with one
-    index_select per tensor, and the outputs placed with one index_copy. (Slicing and slice
-    assignment would cost backward a zero-filled full-size gradient per slice: quadratic in
-    the number of shots.)"""
-    batch, device = q.shape[0], q.device
+def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend,
+                                   budget: int | None) -> torch.Tensor:
+    """`packed_attention` under autograd, built from views and few autograd nodes (slicing
+    and slice assignment per segment would cost backward a zero-filled full-size gradient
+    per slice: quadratic in the number of shots).
+
+    Every call's inputs are kept for backward anyway, so calls are not split to save memory:
+    one call per shape of segment unless `budget` asks for smaller ones. Its queries are a
+    view of `q` when the segments follow one another, its keys the segments' own runs (a
+    view) next to the runs they all share (one gather, expanded), and its answers are
+    placed by concatenation."""
+    batch = q.shape[0]
     shapes: dict[tuple[int, int], list[Segment]] = {}
     for segment in segments:
         shapes.setdefault((segment.queries[1] - segment.queries[0], segment.key_length), []).append(segment)
-    placed, results = [], []
+    answers: list[tuple[int, torch.Tensor]] = []  # (first query, (batch, queries, heads, dim))
     for (q_length, k_length), group in shapes.items():
-        per_call = max(1, budget // k_length)
+        per_call = len(group) if budget is None else max(1, budget // k_length)
         for first in range(0, len(group), per_call):
             chunk = group[first:first + per_call]
-            rows = [torch.arange(*s.queries, device=device) for s in chunk]
-            keys = [torch.cat([torch.arange(a, b, device=device) for a, b in s.keys]) for s in chunk]
-            qs = _rows(q.index_select(1, torch.cat(rows)), len(chunk), q_length)
-            ks = _rows(k.index_select(1, torch.cat(keys)), len(chunk), k_length)
-            vs = _rows(v.index_select(1, torch.cat(keys)), len(chunk), k_length)
-            result = attend(qs, ks, vs)  # (chunk x batch, q_length, heads, dim)
-            results.append(result.unflatten(0, (len(chunk), batch)).transpose(0, 1).flatten(1, 2))
-            placed.extend(rows)
-    if not results:
-        return torch.zeros_like(q)
-    return torch.zeros_like(q).index_copy(1, torch.cat(placed), torch.cat(results, dim=1))
+            qs = _stacked(q, [(s.queries,) for s in chunk], q_length)
+            ks = _stacked(k, [s.keys for s in chunk], k_length)
+            vs = _stacked(v, [s.keys for s in chunk], k_length)
+            result = attend(qs.flatten(0, 1), ks.flatten(0, 1), vs.flatten(0, 1)).unflatten(0, (batch, len(chunk)))
+            if _advancing([s.queries for s in chunk]):
+                answers.append((chunk[0].queries[0], result.flatten(1, 2)))
+            else:
+                answers.extend((s.queries[0], result[:, i]) for i, s in enumerate(chunk))
+    return _placed(q, answers)
 
 
-def _rows(x: torch.Tensor, segments: int, tokens: int) -> torch.Tensor:
-    """(batch, segments x tokens, heads, dim) -> (segments x batch, tokens, heads, dim),
-    segment-major as packed_attention stacks them."""
-    return x.unflatten(1, (segments, tokens)).transpose(0, 1).flatten(0, 1)
+def _advancing(runs: Sequence[Run]) -> bool:
+    """Runs of one length, each starting where the one before ended."""
+    return all(nxt[0] == cur[1] and nxt[1] - nxt[0] == cur[1] - cur[0] for cur, nxt in zip(runs, runs[1:]))
+
+
+def _stacked(x: torch.Tensor, runs_of: Sequence[Sequence[Run]], length: int) -> torch.Tensor:
+    """(batch, segments, length, heads, dim): each segment's runs of `x` (along dim 1) one
+    after another, `length` tokens in all. A run that advances with the segment is a view;
+    runs every segment shares are gathered once and expanded (the keys keep no order:
+    attention does not depend on it); any other layout is one index_select."""
+    batch, count = x.shape[0], len(runs_of)
+    by_position = list(zip(*runs_of)) if len({len(runs) for runs in runs_of}) == 1 else None
+    if by_position is not None:
+        own = [p for p in by_position if count > 1 and _advancing(p)]
+        shared = [p[0] for p in by_position if p not in own and len(set(p)) == 1]
+        if len(own) + len(shared) == len(by_position):
+            parts = [x.narrow(1, p[0][0], count * (p[0][1] - p[0][0])).unflatten(1, (count, p[0][1] - p[0][0]))
+                     for p in own]
+            if shared:
+                common = gather_runs(x, shared) if len(shared) == 1 else x.index_select(1, _positions(shared, x.device))
+                parts.append(common.unsqueeze(1).expand(batch, count, *common.shape[1:]))
+            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+    index = _positions([run for runs in runs_of for run in runs], x.device)
+    return x.index_select(1, index).unflatten(1, (count, length))
+
+
+def _positions(runs: Sequence[Run], device: torch.device) -> torch.Tensor:
+    return torch.cat([torch.arange(a, b, device=device) for a, b in runs])
+
+
+def _placed(like: torch.Tensor, answers: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """The answers at their query positions in a tensor shaped as `like`, zeros elsewhere,
+    by one concatenation (its backward hands each answer a view of the gradient)."""
+    pieces, at = [], 0
+    for start, answer in sorted(answers, key=lambda a: a[0]):
+        if start > at:
+            pieces.append(like.new_zeros((like.shape[0], start - at, *like.shape[2:])))
+        pieces.append(answer)
+        at = start + answer.shape[1]
+    if at < like.shape[1]:
+        pieces.append(like.new_zeros((like.shape[0], like.shape[1] - at, *like.shape[2:])))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
 def _head_major(like: torch.Tensor, rows: int, tokens: int) -> torch.Tensor:
