@@ -44,13 +44,14 @@ def _chunks(segments: Sequence[Segment], budget: int) -> Iterator[list[Segment]]
 
 def packed_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Sequence[Segment], attend: Attend,
-    budget: int | None = None, out: torch.Tensor | None = None,
+    budget: int | None = None, out: torch.Tensor | None = None, own_and_shared: Callable | None = None,
 ) -> torch.Tensor:
     """Each segment's queries attend to its key runs; one `attend` call per chunk of
     segments of one shape, stacked along the batch. Queries outside every segment are zero
-    (or, when `out` is given, what it held: the answers are written into it)."""
+    (or, when `out` is given, what it held: the answers are written into it).
+    `own_and_shared`: a kernel for the training path (see there)."""
     if out is None and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return _packed_attention_for_training(q, k, v, segments, attend, budget)
+        return _packed_attention_for_training(q, k, v, segments, attend, budget, own_and_shared)
     batch = q.shape[0]
     budget = budget or k.shape[1]
     if out is None:
@@ -86,8 +87,8 @@ def packed_attention(
     return out
 
 
-def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend,
-                                   budget: int | None) -> torch.Tensor:
+def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend, budget: int | None,
+                                   own_and_shared: Callable | None) -> torch.Tensor:
     """`packed_attention` under autograd, built from views and few autograd nodes (slicing
     and slice assignment per segment would cost backward a zero-filled full-size gradient
     per slice: quadratic in the number of shots).
@@ -96,7 +97,8 @@ def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend:
     one call per shape of segment unless `budget` asks for smaller ones. Its queries are a
     view of `q` when the segments follow one another, its keys the segments' own runs (a
     view) next to the runs they all share (one gather, expanded), and its answers are
-    placed by concatenation."""
+    placed by concatenation. With `own_and_shared` (`own_and_shared.OwnAndShared.apply`),
+    consecutive segments whose keys are one own run and shared runs go to it instead."""
     batch = q.shape[0]
     shapes: dict[tuple[int, int], list[Segment]] = {}
     for segment in segments:
@@ -106,12 +108,20 @@ def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend:
         per_call = len(group) if budget is None else max(1, budget // k_length)
         for first in range(0, len(group), per_call):
             chunk = group[first:first + per_call]
+            start, advancing = chunk[0].queries[0], _advancing([s.queries for s in chunk])
+            split = _split_runs([s.keys for s in chunk]) if own_and_shared is not None and advancing else None
+            if split is not None and len(split[0]) == 1 and split[1]:
+                (own,), shared = split
+                rows = _narrow(q, start, len(chunk) * q_length)
+                answers.append((start, own_and_shared(rows, k, v, len(chunk), own[0], own[1] - own[0],
+                                                      _positions(shared, q.device))))
+                continue
             qs = _stacked(q, [(s.queries,) for s in chunk], q_length)
             ks = _stacked(k, [s.keys for s in chunk], k_length)
             vs = _stacked(v, [s.keys for s in chunk], k_length)
             result = attend(qs.flatten(0, 1), ks.flatten(0, 1), vs.flatten(0, 1)).unflatten(0, (batch, len(chunk)))
-            if _advancing([s.queries for s in chunk]):
-                answers.append((chunk[0].queries[0], result.flatten(1, 2)))
+            if advancing:
+                answers.append((start, result.flatten(1, 2)))
             else:
                 answers.extend((s.queries[0], result[:, i]) for i, s in enumerate(chunk))
     return _placed(q, answers)
@@ -124,23 +134,56 @@ def _advancing(runs: Sequence[Run]) -> bool:
 
 def _stacked(x: torch.Tensor, runs_of: Sequence[Sequence[Run]], length: int) -> torch.Tensor:
     """(batch, segments, length, heads, dim): each segment's runs of `x` (along dim 1) one
-    after another, `length` tokens in all. A run that advances with the segment is a view;
-    runs every segment shares are gathered once and expanded (the keys keep no order:
-    attention does not depend on it); any other layout is one index_select."""
-    batch, count = x.shape[0], len(runs_of)
-    by_position = list(zip(*runs_of)) if len({len(runs) for runs in runs_of}) == 1 else None
-    if by_position is not None:
-        own = [p for p in by_position if count > 1 and _advancing(p)]
-        shared = [p[0] for p in by_position if p not in own and len(set(p)) == 1]
-        if len(own) + len(shared) == len(by_position):
-            parts = [x.narrow(1, p[0][0], count * (p[0][1] - p[0][0])).unflatten(1, (count, p[0][1] - p[0][0]))
-                     for p in own]
-            if shared:
-                common = gather_runs(x, shared) if len(shared) == 1 else x.index_select(1, _positions(shared, x.device))
-                parts.append(common.unsqueeze(1).expand(batch, count, *common.shape[1:]))
-            return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
-    index = _positions([run for runs in runs_of for run in runs], x.device)
-    return x.index_select(1, index).unflatten(1, (count, length))
+    after another, `length` tokens in all: its own runs next to the shared ones expanded
+    where the layout allows (attention does not depend on the keys' order), else gathered
+    with one index_select."""
+    parts = _own_and_shared(x, runs_of)
+    if parts is None:
+        index = _positions([run for runs in runs_of for run in runs], x.device)
+        return x.index_select(1, index).unflatten(1, (len(runs_of), length))
+    own, shared = parts
+    if shared is not None:
+        shared = shared.unsqueeze(1).expand(x.shape[0], len(runs_of), *shared.shape[1:])
+    if own is None or shared is None:
+        return shared if own is None else own
+    return torch.cat([own, shared], dim=2)
+
+
+def _own_and_shared(x: torch.Tensor, runs_of: Sequence[Sequence[Run]]):
+    """The segments' runs of `x` as (own, shared): the runs that advance with the segment,
+    (batch, segments, tokens, heads, dim), a view when there is one, and the runs every
+    segment has, (batch, tokens, heads, dim), gathered once; either may be None. None when
+    some run is neither."""
+    split = _split_runs(runs_of)
+    if split is None:
+        return None
+    own, shared = split
+    count = len(runs_of)
+    own_parts = [_narrow(x, first[0], count * (first[1] - first[0])).unflatten(1, (count, first[1] - first[0]))
+                 for first in own]
+    own_keys = (own_parts[0] if len(own_parts) == 1 else torch.cat(own_parts, dim=2)) if own_parts else None
+    shared_keys = None
+    if shared:
+        shared_keys = gather_runs(x, shared) if len(shared) == 1 else x.index_select(1, _positions(shared, x.device))
+    return own_keys, shared_keys
+
+
+def _split_runs(runs_of: Sequence[Sequence[Run]]) -> tuple[list[Run], list[Run]] | None:
+    """The segments' runs by position: (the first segment's run of each position that
+    advances with the segment, the runs every segment has), or None when some are neither."""
+    if len({len(runs) for runs in runs_of}) != 1:
+        return None
+    by_position = list(zip(*runs_of))
+    own = [p for p in by_position if len(runs_of) > 1 and _advancing(p)]
+    shared = [p[0] for p in by_position if p not in own and len(set(p)) == 1]
+    if len(own) + len(shared) != len(by_position):
+        return None
+    return [p[0] for p in own], shared
+
+
+def _narrow(x: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """x[:, start:start + length], x itself when that is all of it (no autograd node)."""
+    return x if start == 0 and length == x.shape[1] else x.narrow(1, start, length)
 
 
 def _positions(runs: Sequence[Run], device: torch.device) -> torch.Tensor:
