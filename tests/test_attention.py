@@ -176,6 +176,10 @@ def test_training_paths_match_the_looped_reference(case):
     if case[0].startswith("own and shared"):
         assert split_calls and max(split_calls) > 2  # the split kernel solved several shots at once
     assert own_and_shared_kernel(q, "flash") is None  # another backend is the model's choice
+    from diffusers.models.attention_dispatch import attention_backend
+
+    with attention_backend("_native_math"):  # ... or the one active in diffusers
+        assert own_and_shared_kernel(q) is None
 
 
 def test_kernel_choice_on_this_machine():

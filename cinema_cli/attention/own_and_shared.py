@@ -24,8 +24,12 @@ _BACKWARD = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 
 
 def usable(q: torch.Tensor, backend) -> bool:
-    """Whether this kernel may replace the model's attention backend for these tensors."""
-    return q.device.type == "cpu" and str(backend or "native") == "native" and q.dtype in (
+    """Whether this kernel may replace the model's attention backend for these tensors:
+    the backend diffusers' dispatch would use (the model's, else the active one) is native."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    name = _AttentionBackendRegistry.get_active_backend()[0] if backend is None else AttentionBackendName(backend)
+    return q.device.type == "cpu" and name == AttentionBackendName.NATIVE and q.dtype in (
         torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
