@@ -132,6 +132,56 @@ def test_window_cross_attention_keeps_other_shots_prompts_out():
     assert not torch.allclose(changed[:, a:b], out[:, a:b])
 
 
+def _training_cases():
+    """(name, query tokens, key tokens, segments): each layout the training path treats its own way."""
+    holocine = ShotLayout.from_frames([3, 3, 3, 3], tokens_per_frame=4, own_summary_again=True)
+    uneven = ShotLayout.from_frames([2, 3, 3, 1, 3], tokens_per_frame=4, own_summary_again=True)
+    positional = ShotLayout.from_frames([3, 3, 3], tokens_per_frame=4)  # other shots' summaries only
+    shots, prompts = ShotLayout.from_frames([2, 2, 2], tokens_per_frame=3), PromptLayout.from_lengths(5, [3, 3, 3])
+    return [
+        ("own and shared", holocine.length, holocine.length, holocine.self_segments()),
+        ("own and shared, first shot left out", holocine.length, holocine.length, holocine.self_segments()[1:]),
+        ("uneven shots", uneven.length, uneven.length, uneven.self_segments()),
+        ("positional keys", positional.length, positional.length, positional.self_segments()),
+        ("window cross-attention", shots.length, prompts.length, prompts.window_segments(shots)),
+    ]
+
+
+@pytest.mark.parametrize("case", _training_cases(), ids=lambda c: c[0])
+def test_training_paths_match_the_looped_reference(case):
+    """Under autograd the packed kernel builds its calls from views, shared gathers and (on
+    the CPU) the own-and-shared split merged by log-sum-exp: outputs and the gradients of
+    Q, K and V equal the definition solved segment by segment (which, unlike a mask, counts
+    a key listed twice twice, as HoloCine's pattern lists a shot's own summary)."""
+    from cinema_cli.attention.kernels import own_and_shared_kernel
+    from cinema_cli.attention.reference import looped_attention
+
+    _, queries, keys, segments = case
+    q, k, v = (t.requires_grad_() for t in qkv(queries, keys))
+    weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(1))
+    expected = looped_attention(q, k, v, segments)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (q, k, v))
+    split_calls = []
+
+    def split(*args):
+        split_calls.append(args[3])
+        return own_and_shared_kernel(q)(*args)
+
+    for kernel, budget in ((None, None), (split, None), (split, 40)):
+        out = packed_attention(q, k, v, segments, dispatch_attend(), budget=budget, own_and_shared=kernel)
+        grads = torch.autograd.grad((out * weights).sum(), (q, k, v))
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    if case[0].startswith("own and shared"):
+        assert split_calls and max(split_calls) > 2  # the split kernel solved several shots at once
+    assert own_and_shared_kernel(q, "flash") is None  # another backend is the model's choice
+    from diffusers.models.attention_dispatch import attention_backend
+
+    with attention_backend("_native_math"):  # ... or the one active in diffusers
+        assert own_and_shared_kernel(q) is None
+
+
 def test_kernel_choice_on_this_machine():
     q = torch.zeros(1, 4, HEADS, DIM)
     assert pick_kernel("auto", q) == "sdpa"  # no CUDA tensors here, so never flash-attn

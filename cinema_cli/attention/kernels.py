@@ -53,3 +53,14 @@ def dispatch_attend(backend=None) -> Attend:
         return dispatch_attention_fn(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, backend=backend)
 
     return attend
+
+
+def own_and_shared_kernel(q: torch.Tensor, backend=None) -> Callable | None:
+    """The training kernel for segments with own and shared keys (`own_and_shared`), where
+    it may stand in for the model's backend (the native one, on the CPU), else None."""
+    from cinema_cli.runtime.torch_compat import prepare_torch
+
+    prepare_torch()
+    from cinema_cli.attention import own_and_shared
+
+    return own_and_shared.OwnAndShared.apply if own_and_shared.usable(q, backend) else None

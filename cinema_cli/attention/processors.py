@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cinema_cli.attention.kernels import dispatch_attend, flash_varlen, pick_kernel
+from cinema_cli.attention.kernels import dispatch_attend, flash_varlen, own_and_shared_kernel, pick_kernel
 from cinema_cli.attention.layout import PromptLayout, Segment, ShotLayout, local_segments
 from cinema_cli.attention.sparse import packed_attention, varlen_attention
 from cinema_cli.runtime.torch_compat import prepare_torch
@@ -74,7 +74,8 @@ class _SceneProcessor:
     def _solve(self, query, key, value, segments: list[Segment]) -> torch.Tensor:
         if pick_kernel(self.scene.kernel, query) == "flash-varlen":
             return varlen_attention(query, key, value, segments, flash_varlen())
-        return packed_attention(query, key, value, segments, dispatch_attend(self._attention_backend))
+        return packed_attention(query, key, value, segments, dispatch_attend(self._attention_backend),
+                                own_and_shared=own_and_shared_kernel(query, self._attention_backend))
 
     def _finish(self, attn, out: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         out = out.flatten(2, 3).type_as(query)

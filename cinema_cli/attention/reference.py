@@ -27,3 +27,20 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
         q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask.to(q.device)
     )
     return out.transpose(1, 2)
+
+
+def looped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Sequence[Segment]) -> torch.Tensor:
+    """The definition segment by segment: each segment's queries against the concatenation
+    of its key runs, one dense call each (a key run listed twice counts twice, which a
+    mask cannot say: HoloCine's own-summary-again pattern). Queries outside every segment
+    are zero."""
+    rows = []
+    for segment in segments:
+        keys = torch.cat([torch.arange(a, b) for a, b in segment.keys]).to(q.device)
+        rows.append((segment.queries, masked_attention(
+            q[:, segment.queries[0]:segment.queries[1]], k[:, keys], v[:, keys],
+            torch.ones(segment.queries[1] - segment.queries[0], len(keys), dtype=torch.bool))))
+    out = torch.zeros_like(q)
+    for (start, end), answer in rows:
+        out = out.index_copy(1, torch.arange(start, end, device=q.device), answer)
+    return out

@@ -44,15 +44,16 @@ def _chunks(segments: Sequence[Segment], budget: int) -> Iterator[list[Segment]]
 
 def packed_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Sequence[Segment], attend: Attend,
-    budget: int | None = None, out: torch.Tensor | None = None,
+    budget: int | None = None, out: torch.Tensor | None = None, own_and_shared: Callable | None = None,
 ) -> torch.Tensor:
     """Each segment's queries attend to its key runs; one `attend` call per chunk of
     segments of one shape, stacked along the batch. Queries outside every segment are zero
-    (or, when `out` is given, what it held: the answers are written into it)."""
+    (or, when `out` is given, what it held: the answers are written into it).
+    `own_and_shared`: a kernel for the training path (see there)."""
+    if out is None and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        return _packed_attention_for_training(q, k, v, segments, attend, budget, own_and_shared)
     batch = q.shape[0]
     budget = budget or k.shape[1]
-    if out is None and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        return _packed_attention_for_training(q, k, v, segments, attend, budget)
     if out is None:
         covered = sum(s.queries[1] - s.queries[0] for s in segments) == q.shape[1]  # runs are disjoint
         out = torch.empty_like(q) if covered else torch.zeros_like(q)
@@ -86,37 +87,121 @@ def packed_attention(
     return out
 
 
-def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend, budget: int) -> torch.Tensor:
-    """`packed_attention` under autograd: each call's queries and key runs gathered with one
-    index_select per tensor, and the outputs placed with one index_copy. (Slicing and slice
-    assignment would cost backward a zero-filled full-size gradient per slice: quadratic in
-    the number of shots.)"""
-    batch, device = q.shape[0], q.device
+def _packed_attention_for_training(q, k, v, segments: Sequence[Segment], attend: Attend, budget: int | None,
+                                   own_and_shared: Callable | None) -> torch.Tensor:
+    """`packed_attention` under autograd, built from views and few autograd nodes (slicing
+    and slice assignment per segment would cost backward a zero-filled full-size gradient
+    per slice: quadratic in the number of shots).
+
+    Every call's inputs are kept for backward anyway, so calls are not split to save memory:
+    one call per shape of segment unless `budget` asks for smaller ones. Its queries are a
+    view of `q` when the segments follow one another, its keys the segments' own runs (a
+    view) next to the runs they all share (one gather, expanded), and its answers are
+    placed by concatenation. With `own_and_shared` (`own_and_shared.OwnAndShared.apply`),
+    consecutive segments whose keys are one own run and shared runs go to it instead."""
+    batch = q.shape[0]
     shapes: dict[tuple[int, int], list[Segment]] = {}
     for segment in segments:
         shapes.setdefault((segment.queries[1] - segment.queries[0], segment.key_length), []).append(segment)
-    placed, results = [], []
+    answers: list[tuple[int, torch.Tensor]] = []  # (first query, (batch, queries, heads, dim))
     for (q_length, k_length), group in shapes.items():
-        per_call = max(1, budget // k_length)
+        per_call = len(group) if budget is None else max(1, budget // k_length)
         for first in range(0, len(group), per_call):
             chunk = group[first:first + per_call]
-            rows = [torch.arange(*s.queries, device=device) for s in chunk]
-            keys = [torch.cat([torch.arange(a, b, device=device) for a, b in s.keys]) for s in chunk]
-            qs = _rows(q.index_select(1, torch.cat(rows)), len(chunk), q_length)
-            ks = _rows(k.index_select(1, torch.cat(keys)), len(chunk), k_length)
-            vs = _rows(v.index_select(1, torch.cat(keys)), len(chunk), k_length)
-            result = attend(qs, ks, vs)  # (chunk x batch, q_length, heads, dim)
-            results.append(result.unflatten(0, (len(chunk), batch)).transpose(0, 1).flatten(1, 2))
-            placed.extend(rows)
-    if not results:
-        return torch.zeros_like(q)
-    return torch.zeros_like(q).index_copy(1, torch.cat(placed), torch.cat(results, dim=1))
+            start, advancing = chunk[0].queries[0], _advancing([s.queries for s in chunk])
+            split = _split_runs([s.keys for s in chunk]) if own_and_shared is not None and advancing else None
+            if split is not None and len(split[0]) == 1 and split[1]:
+                (own,), shared = split
+                rows = _narrow(q, start, len(chunk) * q_length)
+                answers.append((start, own_and_shared(rows, k, v, len(chunk), own[0], own[1] - own[0],
+                                                      _positions(shared, q.device))))
+                continue
+            qs = _stacked(q, [(s.queries,) for s in chunk], q_length)
+            ks = _stacked(k, [s.keys for s in chunk], k_length)
+            vs = _stacked(v, [s.keys for s in chunk], k_length)
+            result = attend(qs.flatten(0, 1), ks.flatten(0, 1), vs.flatten(0, 1)).unflatten(0, (batch, len(chunk)))
+            if advancing:
+                answers.append((start, result.flatten(1, 2)))
+            else:
+                answers.extend((s.queries[0], result[:, i]) for i, s in enumerate(chunk))
+    return _placed(q, answers)
 
 
-def _rows(x: torch.Tensor, segments: int, tokens: int) -> torch.Tensor:
-    """(batch, segments x tokens, heads, dim) -> (segments x batch, tokens, heads, dim),
-    segment-major as packed_attention stacks them."""
-    return x.unflatten(1, (segments, tokens)).transpose(0, 1).flatten(0, 1)
+def _advancing(runs: Sequence[Run]) -> bool:
+    """Runs of one length, each starting where the one before ended."""
+    return all(nxt[0] == cur[1] and nxt[1] - nxt[0] == cur[1] - cur[0] for cur, nxt in zip(runs, runs[1:]))
+
+
+def _stacked(x: torch.Tensor, runs_of: Sequence[Sequence[Run]], length: int) -> torch.Tensor:
+    """(batch, segments, length, heads, dim): each segment's runs of `x` (along dim 1) one
+    after another, `length` tokens in all: its own runs next to the shared ones expanded
+    where the layout allows (attention does not depend on the keys' order), else gathered
+    with one index_select."""
+    parts = _own_and_shared(x, runs_of)
+    if parts is None:
+        index = _positions([run for runs in runs_of for run in runs], x.device)
+        return x.index_select(1, index).unflatten(1, (len(runs_of), length))
+    own, shared = parts
+    if shared is not None:
+        shared = shared.unsqueeze(1).expand(x.shape[0], len(runs_of), *shared.shape[1:])
+    if own is None or shared is None:
+        return shared if own is None else own
+    return torch.cat([own, shared], dim=2)
+
+
+def _own_and_shared(x: torch.Tensor, runs_of: Sequence[Sequence[Run]]):
+    """The segments' runs of `x` as (own, shared): the runs that advance with the segment,
+    (batch, segments, tokens, heads, dim), a view when there is one, and the runs every
+    segment has, (batch, tokens, heads, dim), gathered once; either may be None. None when
+    some run is neither."""
+    split = _split_runs(runs_of)
+    if split is None:
+        return None
+    own, shared = split
+    count = len(runs_of)
+    own_parts = [_narrow(x, first[0], count * (first[1] - first[0])).unflatten(1, (count, first[1] - first[0]))
+                 for first in own]
+    own_keys = (own_parts[0] if len(own_parts) == 1 else torch.cat(own_parts, dim=2)) if own_parts else None
+    shared_keys = None
+    if shared:
+        shared_keys = gather_runs(x, shared) if len(shared) == 1 else x.index_select(1, _positions(shared, x.device))
+    return own_keys, shared_keys
+
+
+def _split_runs(runs_of: Sequence[Sequence[Run]]) -> tuple[list[Run], list[Run]] | None:
+    """The segments' runs by position: (the first segment's run of each position that
+    advances with the segment, the runs every segment has), or None when some are neither."""
+    if len({len(runs) for runs in runs_of}) != 1:
+        return None
+    by_position = list(zip(*runs_of))
+    own = [p for p in by_position if len(runs_of) > 1 and _advancing(p)]
+    shared = [p[0] for p in by_position if p not in own and len(set(p)) == 1]
+    if len(own) + len(shared) != len(by_position):
+        return None
+    return [p[0] for p in own], shared
+
+
+def _narrow(x: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """x[:, start:start + length], x itself when that is all of it (no autograd node)."""
+    return x if start == 0 and length == x.shape[1] else x.narrow(1, start, length)
+
+
+def _positions(runs: Sequence[Run], device: torch.device) -> torch.Tensor:
+    return torch.cat([torch.arange(a, b, device=device) for a, b in runs])
+
+
+def _placed(like: torch.Tensor, answers: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+    """The answers at their query positions in a tensor shaped as `like`, zeros elsewhere,
+    by one concatenation (its backward hands each answer a view of the gradient)."""
+    pieces, at = [], 0
+    for start, answer in sorted(answers, key=lambda a: a[0]):
+        if start > at:
+            pieces.append(like.new_zeros((like.shape[0], start - at, *like.shape[2:])))
+        pieces.append(answer)
+        at = start + answer.shape[1]
+    if at < like.shape[1]:
+        pieces.append(like.new_zeros((like.shape[0], like.shape[1] - at, *like.shape[2:])))
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
 def _head_major(like: torch.Tensor, rows: int, tokens: int) -> torch.Tensor:

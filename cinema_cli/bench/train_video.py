@@ -85,7 +85,7 @@ def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
         caption = TEXT_TOKENS // (count + 2)  # each shot's caption run, the global one as long
         prompts = PromptLayout.from_lengths(caption, [caption] * count)
         prompts = PromptLayout(prompts.global_run, prompts.shot_runs, TEXT_TOKENS, ((prompts.length, TEXT_TOKENS),))
-        window = 2 * caption + TEXT_TOKENS - prompts.length
+        window = prompts.window_segments(layout)[0].key_length  # global + own caption + the padding
         latents = torch.randn((1, 16, sum(frames), 2 * rows_h, 2 * rows_w), device=device, dtype=dtype)
         text = torch.randn((1, TEXT_TOKENS, shape["text_dim"]), device=device, dtype=dtype)
 
