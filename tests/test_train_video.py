@@ -319,3 +319,29 @@ def test_sparse_attention_under_autograd_matches_dense_masked_attention():
         assert torch.allclose(a, b, atol=1e-5)
     with torch.no_grad():
         assert torch.allclose(packed_attention(q, k, v, segments, attend, budget=20), sparse, atol=1e-6)
+
+
+def test_bench_train_video_rows_time_full_and_sparse_steps_against_their_flops():
+    import torch
+
+    from cinema_cli.bench.train_video import run_video_bench
+
+    threads = torch.get_num_threads()
+    report = run_video_bench(shots=(2, 4), steps=1)
+    assert torch.get_num_threads() == threads  # the bench's one thread is its own
+    assert report["device"] == "cpu" and report["threads"] == 1
+    rows = {(r["shots"], r["attention"]): r for r in report["rows"]}
+    assert set(rows) == {(n, a) for n in (2, 4) for a in ("full", "sparse")}
+    for (shots, _), row in rows.items():
+        assert row["video_tokens"] == shots * 4 * 64 and row["seconds"] > 0
+        assert row["tokens_per_s"] == pytest.approx(row["video_tokens"] / row["seconds"], rel=1e-2)
+    # Sparse attention drops keys, more of them the more shots: fewer FLOPs, a larger ratio.
+    for shots in (2, 4):
+        assert rows[(shots, "sparse")]["flops_per_block"] < rows[(shots, "full")]["flops_per_block"]
+    ratios = report["sparse_vs_full"]
+    assert 1 < ratios["2"]["theoretical_speedup"] < ratios["4"]["theoretical_speedup"]
+    for shots in (2, 4):
+        ratio = ratios[str(shots)]
+        measured = rows[(shots, "full")]["seconds"] / rows[(shots, "sparse")]["seconds"]
+        assert ratio["measured_speedup"] == pytest.approx(measured, rel=1e-2)
+        assert ratio["fraction_of_theoretical"] == pytest.approx(measured / ratio["theoretical_speedup"], rel=1e-2)

@@ -1,20 +1,26 @@
 """`cinema bench train` video rows: a `cinema train video --mode scene` step (forward and
-backward through a LoRA on a Wan transformer with the scene processors installed) at 2, 4,
-8 and 13 shots, HoloCine's full self-attention against its sparse inter-shot attention
-(window cross-attention in both, as in training).
+backward through a LoRA on a Wan transformer with the scene processors installed, with
+gradient checkpointing as the training recipe has it) at 2, 4, 8 and 13 shots, HoloCine's
+full self-attention against its sparse inter-shot attention (window cross-attention in
+both, as in training).
 
 Each row reports video tokens/s and peak memory (CUDA only; a CPU's allocator is not
 measured). The ratio that matters is measured in one run: the sparse row's speedup over
-the full row (each the fastest of `steps` alternating steps, after a warm-up round),
+the full row (each the fastest of `steps` alternating steps, after two warm-up rounds),
 against the speedup its FLOPs allow (`theoretical_speedup`: the whole
 block's multiply-adds — projections, feed-forward, cross-attention and self-attention —
 counted for both patterns), and their quotient `fraction_of_theoretical`.
 
-On a CPU the transformer is narrowed (2 blocks, 4 heads of 32, 64 tokens a latent frame,
-4 latent frames a shot) so a run takes a minute or two; on a GPU the blocks have Wan 14B's
-width (40 heads of 128, feed-forward 13824) at 480x832 (390 tokens a latent frame) in
-bf16, `layers` of them (the full model's 40 need more memory than one GPU holds
-unsharded at 13 shots; the per-block figures are what scale).
+On a CPU the transformer is narrowed (2 blocks, 2 heads of 128, feed-forward 688, 64
+tokens a latent frame, 4 latent frames a shot) so a run takes a minute or two, and runs on
+one thread, timed by the process's CPU time (two threads spend time waiting on each other,
+more so when other work shares the cores); on a GPU the blocks have Wan 14B's
+width (40 heads of 128, feed-forward 13824) at 480x832 (1560 tokens a latent frame, 5
+latent frames a shot) in bf16, `layers` of them (the full model's 40 need more memory
+than one GPU holds unsharded at 13 shots; the per-block figures are what scale), and each
+row adds the model FLOPs of its step (3 forwards' worth: the recomputed forward of
+checkpointing is not counted, as MFU conventionally does) per second and the MFU against
+the device's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -23,13 +29,17 @@ import time
 
 SHOTS = (2, 4, 8, 13)
 TEXT_TOKENS = 512
+WARMUP_ROUNDS = 2  # the first rounds also grow the allocator's pools to the largest row
 
 
 def _shapes(cuda: bool, layers: int) -> dict:
     if cuda:
-        return {"heads": 40, "head_dim": 128, "ffn": 13824, "layers": layers, "tokens_per_frame": 390,
+        return {"heads": 40, "head_dim": 128, "ffn": 13824, "layers": layers, "tokens_per_frame": 1560,
                 "frames_per_shot": 5, "text_dim": 4096}
-    return {"heads": 4, "head_dim": 32, "ffn": 512, "layers": 2, "tokens_per_frame": 64, "frames_per_shot": 4,
+    # Wan's head width (128) and feed-forward ratio (2.7x): narrower heads would let the
+    # per-token elementwise work (norms, rotary, LoRA, modulation) weigh more than it does
+    # at Wan's width, where the matrix products dominate.
+    return {"heads": 2, "head_dim": 128, "ffn": 688, "layers": 2, "tokens_per_frame": 64, "frames_per_shot": 4,
             "text_dim": 64}
 
 
@@ -45,29 +55,43 @@ def flops(shots, text_window: int, dim: int, ffn: int, sparse: bool) -> float:
     return projections + 2 * n * dim * ffn * 2 + 4 * dim * pairs + 4 * dim * n * text_window
 
 
-def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
+def run_video_bench(shots=SHOTS, steps: int = 5, layers: int = 4) -> dict:
     from cinema_cli.runtime.torch_compat import prepare_torch
 
     prepare_torch()
+    import torch
+
+    threads = torch.get_num_threads()
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # see the module's docstring
+    try:
+        return _measure(shots, steps, layers)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(shots, steps: int, layers: int) -> dict:
     import torch
     from diffusers import WanTransformer3DModel
     from peft import LoraConfig
 
     from cinema_cli.attention.layout import PromptLayout, ShotLayout
     from cinema_cli.attention.processors import SceneAttention, install_scene_attention
+    from cinema_cli.bench.video import peak_bf16_tflops
     from cinema_cli.runtime.tiny import seeded
     from cinema_cli.train.video import LORA_TARGETS
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     # A GPU is timed by the wall clock; a CPU by this process's CPU time, which other work
-    # on a shared machine does not inflate (tokens/s is then per CPU-second of all threads).
+    # on a shared machine does not inflate (tokens/s is then per CPU-second).
     clock = time.perf_counter if cuda else time.process_time
     dtype = torch.bfloat16 if cuda else torch.float32
     shape = _shapes(cuda, layers)
     dim = shape["heads"] * shape["head_dim"]
     side = int(round((shape["tokens_per_frame"]) ** 0.5))
-    rows_h, rows_w = (15, 26) if cuda else (side, side)
+    rows_h, rows_w = (30, 52) if cuda else (side, side)  # tokens: 480x832 / (8 VAE x 2 patch)
+    peak = peak_bf16_tflops(torch.cuda.get_device_name(0)) if cuda else None
     with seeded(0):
         transformer = WanTransformer3DModel(
             patch_size=(1, 2, 2), num_attention_heads=shape["heads"], attention_head_dim=shape["head_dim"],
@@ -76,6 +100,7 @@ def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
         ).to(device, dtype).requires_grad_(False)
         transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
                                            target_modules=LORA_TARGETS))
+    transformer.enable_gradient_checkpointing()
     scene = SceneAttention()
     install_scene_attention(transformer, scene)
     rows = []
@@ -107,7 +132,7 @@ def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
         times = {False: [], True: []}
         peaks = {False: None, True: None}
         failed = set()
-        for repeat in range(steps + 1):  # the first round warms up
+        for repeat in range(WARMUP_ROUNDS + steps):
             for sparse in (False, True):
                 if sparse in failed:
                     continue
@@ -117,7 +142,7 @@ def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
                     seconds = step(sparse)
                     if cuda:
                         peaks[sparse] = max(peaks[sparse] or 0, torch.cuda.max_memory_allocated())
-                    if repeat:
+                    if repeat >= WARMUP_ROUNDS:
                         times[sparse].append(seconds)
                 except torch.OutOfMemoryError:
                     torch.cuda.empty_cache()
@@ -131,6 +156,9 @@ def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
                 row.update(tokens_per_s=round(layout.length / seconds, 1), seconds=round(seconds, 4),
                            peak_bytes=peaks[sparse])
             row["flops_per_block"] = flops(layout, window, dim, shape["ffn"], sparse)
+            if cuda and row["seconds"]:
+                achieved = 3 * shape["layers"] * row["flops_per_block"] / row["seconds"] / 1e12
+                row.update(tflop_per_s=round(achieved, 1), mfu=round(achieved / peak, 3) if peak else None)
             rows.append(row)
     scene.shots = scene.prompts = None
     ratios = {}
@@ -142,4 +170,5 @@ def run_video_bench(shots=SHOTS, steps: int = 3, layers: int = 4) -> dict:
                               "theoretical_speedup": round(theoretical, 3),
                               "fraction_of_theoretical": round(measured / theoretical, 3) if measured else None}
     return {"device": "cuda" if cuda else "cpu", "timer": "wall" if cuda else "process CPU time", "dtype": str(dtype).removeprefix("torch."),
-            "threads": torch.get_num_threads(), "transformer": shape, "rows": rows, "sparse_vs_full": ratios}
+            "threads": torch.get_num_threads(), "transformer": shape, "peak_bf16_tflops": peak, "rows": rows,
+            "sparse_vs_full": ratios}

@@ -35,7 +35,8 @@ TEXT_TOKENS = 512
 BF16_PEAK = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "RTX 4090": 165.0, "A6000": 155.0}
 
 
-def _peak_tflops(name: str) -> float | None:
+def peak_bf16_tflops(name: str) -> float | None:
+    """The device's dense bf16 peak in TFLOP/s, None for a device not in the table."""
     return next((peak for key, peak in BF16_PEAK.items() if key in name), None)
 
 
@@ -98,7 +99,7 @@ def run_video_bench(repeats: int = 3, steps: int = 40) -> dict:
     scene = SceneAttention()
     install_scene_attention(model, scene)
     name = torch.cuda.get_device_name(0) if cuda else "cpu"
-    peak = _peak_tflops(name) if cuda else None
+    peak = peak_bf16_tflops(name) if cuda else None
     gen = torch.Generator(device).manual_seed(0)
     text = torch.randn((1, TEXT_TOKENS, COMMON["text_dim"]), generator=gen, device=device, dtype=dtype)
     timestep = torch.tensor([500.0], device=device)

@@ -211,7 +211,8 @@ def _progress(total: int, show: bool):
 
 def bench_train(
     contexts: str = typer.Option("1,8,16,32", "--contexts", help="Pairs per sequence to measure."),
-    steps: int = typer.Option(2, "--steps", min=1, help="Timed steps per row (after one warm-up)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1,
+                                        help="Timed steps per row after the warm-up (default: 2 keyframes, 5 video)."),
     size: Optional[str] = typer.Option(None, "--size",
                                        help="Frames HEIGHTxWIDTH (default: 400x800 on CUDA, 128x256 on a CPU)."),
     family: str = typer.Option("all", "--family", help="keyframes, video or all."),
@@ -230,11 +231,11 @@ def bench_train(
             from cinema_cli.bench.train import run_train_bench
 
             frame = _size(size) if size is not None else None
-            report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps, frame)
+            report = run_train_bench(tuple(_ints(contexts, "--contexts")), steps or 2, frame)
         if family in ("all", "video"):
             from cinema_cli.bench.train_video import run_video_bench
 
-            report["video"] = run_video_bench(tuple(_ints(shots, "--shots")), steps)
+            report["video"] = run_video_bench(tuple(_ints(shots, "--shots")), steps or 5)
     except CinemaError as err:
         raise fail(err, json_mode) from None
     if json_mode:
