@@ -111,8 +111,6 @@ def weights(config: CinemaConfig) -> list[dict]:
     return rows
 
 
-# Backends that run but are not yet what they aim to be, and why.
-EXPERIMENTAL: dict[str, str] = {}
 # keyframe-scene is trained by `cinema train video --mode keyframes`; without an adapter
 # it runs HoloCine's attention zero-shot on a stock Wan I2V model, and doctor says so.
 ZERO_SHOT = ("runs zero-shot without a trained adapter (HoloCine's attention on a stock Wan I2V model: shots may "
@@ -121,11 +119,12 @@ ZERO_SHOT = ("runs zero-shot without a trained adapter (HoloCine's attention on 
 
 
 def experimental(config: CinemaConfig) -> list[str]:
+    """What doctor warns about the configured backends running short of what they aim to be."""
     backend = config.video.backend
     if backend in ("keyframe-scene", "scene") and not (config.video.options or {}).get("lora"):
         old_name = " (`scene` is the old name of keyframe-scene)" if backend == "scene" else ""
         return [f"video.backend: {backend}: {ZERO_SHOT}{old_name}"]
-    return [f"video.backend: {backend}: {EXPERIMENTAL[backend]}"] if backend in EXPERIMENTAL else []
+    return []
 
 
 def api_keys() -> dict[str, bool]:
