@@ -337,7 +337,7 @@ def test_bench_train_video_rows_time_full_and_sparse_steps_against_their_flops()
         assert row["tokens_per_s"] == pytest.approx(row["video_tokens"] / row["seconds"], rel=1e-2)
     # Sparse attention drops keys, more of them the more shots: fewer FLOPs, a larger ratio.
     for shots in (2, 4):
-        assert rows[(shots, "sparse")]["flops_per_block"] < rows[(shots, "full")]["flops_per_block"]
+        assert rows[(shots, "sparse")]["step_flops_per_block"] < rows[(shots, "full")]["step_flops_per_block"]
     ratios = report["sparse_vs_full"]
     assert 1 < ratios["2"]["theoretical_speedup"] < ratios["4"]["theoretical_speedup"]
     for shots in (2, 4):
@@ -345,3 +345,34 @@ def test_bench_train_video_rows_time_full_and_sparse_steps_against_their_flops()
         measured = rows[(shots, "full")]["seconds"] / rows[(shots, "sparse")]["seconds"]
         assert ratio["measured_speedup"] == pytest.approx(measured, rel=1e-2)
         assert ratio["fraction_of_theoretical"] == pytest.approx(measured / ratio["theoretical_speedup"], rel=1e-2)
+
+
+def test_bench_flop_model_counts_a_wan_blocks_linear_layers_and_its_lora_as_torch_does():
+    """The bench's theoretical speedup rests on its FLOP model: its linear and LoRA terms
+    must be what torch counts for one more block of a LoRA'd Wan transformer."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cinema_cli.attention.layout import ShotLayout
+    from cinema_cli.bench.train_video import TEXT_TOKENS, block_flops
+    from cinema_cli.runtime.tiny import seeded
+    from cinema_cli.train.engine import make_trainable
+    from cinema_cli.train.video import LORA_TARGETS
+    from cinema_cli.train.video_config import VideoTrainConfig
+    from diffusers import WanTransformer3DModel
+
+    latents, text = torch.randn(1, 16, 6, 8, 8), torch.randn(1, TEXT_TOKENS, 64)
+
+    def linear_flops(layers: int) -> int:
+        with seeded(0):
+            model = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32,
+                                          in_channels=16, out_channels=16, text_dim=64, freq_dim=256, ffn_dim=96,
+                                          num_layers=layers, rope_max_seq_len=1024).requires_grad_(False)
+        make_trainable(model, VideoTrainConfig(base="tiny", mode="scene", gradient_checkpointing=False), LORA_TARGETS)
+        with FlopCounterMode(display=False) as counter:
+            model(hidden_states=latents, timestep=torch.tensor([500.0]), encoder_hidden_states=text, return_dict=False)
+        counts = counter.get_flop_counts()["Global"]
+        return counts[torch.ops.aten.addmm] + counts[torch.ops.aten.mm]  # biased base layers, the LoRA's A and B
+
+    block = block_flops(ShotLayout.from_frames([2, 2, 2], 16, 1, own_summary_again=True), 10, 64, 96, 64, True)
+    assert block["frozen"] + block["lora"] == linear_flops(2) - linear_flops(1)

@@ -1,15 +1,16 @@
-"""`cinema bench train` video rows: a `cinema train video --mode scene` step (forward and
-backward through a LoRA on a Wan transformer with the scene processors installed, with
-gradient checkpointing as the training recipe has it) at 2, 4, 8 and 13 shots, HoloCine's
-full self-attention against its sparse inter-shot attention (window cross-attention in
-both, as in training).
+"""`cinema bench train` video rows: a `cinema train video --mode scene` step at 2, 4, 8
+and 13 shots — forward and backward through the recipe's LoRA on a Wan transformer with
+the scene processors installed and gradient checkpointing, as `make_trainable` sets a
+model up for training — HoloCine's full self-attention against its sparse inter-shot
+attention (window cross-attention in both, as in training).
 
 Each row reports video tokens/s and peak memory (CUDA only; a CPU's allocator is not
 measured). The ratio that matters is measured in one run: the sparse row's speedup over
 the full row (each the fastest of `steps` alternating steps, after two warm-up rounds),
-against the speedup its FLOPs allow (`theoretical_speedup`: the whole
-block's multiply-adds — projections, feed-forward, cross-attention and self-attention —
-counted for both patterns), and their quotient `fraction_of_theoretical`.
+against the speedup its FLOPs allow (`theoretical_speedup`: the whole step's FLOPs —
+projections, feed-forward, LoRA, cross-attention and self-attention, forward, backward
+and the checkpointed forward again — counted for both patterns), and their quotient
+`fraction_of_theoretical`.
 
 On a CPU the transformer is narrowed (2 blocks, 2 heads of 128, feed-forward 688, 64
 tokens a latent frame, 4 latent frames a shot) so a run takes a minute or two, and runs on
@@ -18,9 +19,8 @@ more so when other work shares the cores); on a GPU the blocks have Wan 14B's
 width (40 heads of 128, feed-forward 13824) at 480x832 (1560 tokens a latent frame, 5
 latent frames a shot) in bf16, `layers` of them (the full model's 40 need more memory
 than one GPU holds unsharded at 13 shots; the per-block figures are what scale), and each
-row adds the model FLOPs of its step (3 forwards' worth: the recomputed forward of
-checkpointing is not counted, as MFU conventionally does) per second and the MFU against
-the device's dense bf16 peak.
+row adds the model FLOPs of its step per second (the recomputed forward of checkpointing
+left out, as MFU conventionally does) and the MFU against the device's dense bf16 peak.
 """
 
 from __future__ import annotations
@@ -43,16 +43,28 @@ def _shapes(cuda: bool, layers: int) -> dict:
             "text_dim": 64}
 
 
-def flops(shots, text_window: int, dim: int, ffn: int, sparse: bool) -> float:
-    """Multiply-adds x 2 of one block's forward over a scene (backward is ~2x of each term,
-    so the ratio is the same)."""
+def block_flops(shots, text_window: int, dim: int, ffn: int, rank: int, sparse: bool) -> dict[str, float]:
+    """FLOPs (multiply-adds x 2) of one block's forward over a scene: the base's linear
+    layers (`frozen`: their backward computes only input gradients, 1 forward's worth),
+    the LoRA's and attention's (their backward costs 2 forwards)."""
     n = shots.length
     if sparse:
         pairs = sum((s.queries[1] - s.queries[0]) * s.key_length for s in shots.self_segments())
     else:
         pairs = n * n
-    projections = 2 * n * dim * dim * 4 + 2 * n * dim * dim * 2 + 2 * TEXT_TOKENS * dim * dim * 2
-    return projections + 2 * n * dim * ffn * 2 + 4 * dim * pairs + 4 * dim * n * text_window
+    # (tokens, in, out) of every linear layer the LoRA targets: self-attention's q, k, v,
+    # out; cross-attention's q, out (video) and k, v (text); the feed-forward's two.
+    linears = [(n, dim, dim)] * 6 + [(TEXT_TOKENS, dim, dim)] * 2 + [(n, dim, ffn), (n, ffn, dim)]
+    return {"frozen": sum(2 * t * i * o for t, i, o in linears),
+            "lora": sum(2 * t * rank * (i + o) for t, i, o in linears),
+            "attention": 4 * dim * pairs + 4 * dim * n * text_window}
+
+
+def step_flops(block: dict[str, float], recompute: bool) -> float:
+    """A training step's FLOPs: forward and backward, plus the forward gradient
+    checkpointing runs again when `recompute` (what the hardware does; MFU leaves it out)."""
+    trained = block["lora"] + block["attention"]
+    return (3 if recompute else 2) * block["frozen"] + (4 if recompute else 3) * trained
 
 
 def run_video_bench(shots=SHOTS, steps: int = 5, layers: int = 4) -> dict:
@@ -73,13 +85,14 @@ def run_video_bench(shots=SHOTS, steps: int = 5, layers: int = 4) -> dict:
 def _measure(shots, steps: int, layers: int) -> dict:
     import torch
     from diffusers import WanTransformer3DModel
-    from peft import LoraConfig
 
     from cinema_cli.attention.layout import PromptLayout, ShotLayout
     from cinema_cli.attention.processors import SceneAttention, install_scene_attention
     from cinema_cli.bench.video import peak_bf16_tflops
     from cinema_cli.runtime.tiny import seeded
+    from cinema_cli.train.engine import make_trainable
     from cinema_cli.train.video import LORA_TARGETS
+    from cinema_cli.train.video_config import VideoTrainConfig
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -98,9 +111,10 @@ def _measure(shots, steps: int, layers: int) -> dict:
             in_channels=16, out_channels=16, text_dim=shape["text_dim"], freq_dim=256, ffn_dim=shape["ffn"],
             num_layers=shape["layers"], rope_max_seq_len=1024,
         ).to(device, dtype).requires_grad_(False)
-        transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
-                                           target_modules=LORA_TARGETS))
-    transformer.enable_gradient_checkpointing()
+        # The scene recipe's LoRA (rank 64, fp32 over the base's dtype) and checkpointing.
+        recipe = VideoTrainConfig(base="tiny", mode="scene")
+        make_trainable(transformer, recipe, LORA_TARGETS)
+    rank = recipe.lora.rank
     scene = SceneAttention()
     install_scene_attention(transformer, scene)
     rows = []
@@ -155,16 +169,17 @@ def _measure(shots, steps: int, layers: int) -> dict:
                 seconds = min(times[sparse])
                 row.update(tokens_per_s=round(layout.length / seconds, 1), seconds=round(seconds, 4),
                            peak_bytes=peaks[sparse])
-            row["flops_per_block"] = flops(layout, window, dim, shape["ffn"], sparse)
+            block = block_flops(layout, window, dim, shape["ffn"], rank, sparse)
+            row["step_flops_per_block"] = step_flops(block, recompute=True)
             if cuda and row["seconds"]:
-                achieved = 3 * shape["layers"] * row["flops_per_block"] / row["seconds"] / 1e12
+                achieved = shape["layers"] * step_flops(block, recompute=False) / row["seconds"] / 1e12
                 row.update(tflop_per_s=round(achieved, 1), mfu=round(achieved / peak, 3) if peak else None)
             rows.append(row)
     scene.shots = scene.prompts = None
     ratios = {}
     for count in shots:
         full, sparse = (next(r for r in rows if r["shots"] == count and r["attention"] == a) for a in ("full", "sparse"))
-        theoretical = full["flops_per_block"] / sparse["flops_per_block"]
+        theoretical = full["step_flops_per_block"] / sparse["step_flops_per_block"]
         measured = full["seconds"] / sparse["seconds"] if full["seconds"] and sparse["seconds"] else None
         ratios[str(count)] = {"measured_speedup": round(measured, 3) if measured else None,
                               "theoretical_speedup": round(theoretical, 3),
