@@ -1,6 +1,7 @@
 """Backends declare the files they read (weights, LoRAs): their content is in the recipe,
 so a LoRA retrained at the same path makes exactly the artifacts made with it stale,
-and the hash is remembered, so judging it again reads nothing.
+and the hash is remembered with what a run makes (a refused run writes nothing), so
+judging it again reads nothing.
 
 Two small backends declared here read a LoRA-like file and let its bytes change what
 they draw, as an adapter does; they run through the real pipeline."""
@@ -11,10 +12,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from finishing_support import small_project
 from PIL import Image
 
+from cinema_cli.errors import BadInput
 from cinema_cli.keyframes.base import keyframe_backends
 from cinema_cli.keyframes.sketch import SketchKeyframes, SketchOptions
 from cinema_cli.pipeline import DONE, STALE, Pipeline
@@ -130,12 +133,50 @@ def test_a_retrained_lora_makes_exactly_its_artifacts_stale(tmp_path, monkeypatc
 
 
 def test_a_missing_input_file_is_bad_input_and_writes_nothing(tmp_path):
-    import pytest
-
-    from cinema_cli.errors import BadInput
-
     root = project_with_loras(tmp_path)
     (root / "adapters" / "look.safetensors").unlink()
     with pytest.raises(BadInput, match="lora .*look.safetensors not found"):
         Pipeline(Project.open(root)).run()
     assert not (root / "keyframes").exists() or not list((root / "keyframes").iterdir())
+
+
+@shot_backends.register
+class RefusingAnimatic(LoraAnimatic):
+    """Refuses every render in its preflight, after the run has hashed its inputs."""
+
+    name = "test-refusing-animatic"
+
+    def preflight(self, plan) -> list[str]:
+        raise BadInput(f"{self.name}: its weights are not on this machine")
+
+
+def use_video_backend(root: Path, name: str) -> None:
+    config = yaml.safe_load((root / "cinema.yaml").read_text())
+    config["video"]["backend"] = name
+    (root / "cinema.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_a_refused_run_writes_no_input_hashes_and_a_finished_one_remembers_them(tmp_path, monkeypatch):
+    from test_bad_input import snapshot, snapshot_diff
+
+    root = project_with_loras(tmp_path)
+    Pipeline(Project.open(root)).run(until="story")
+    use_video_backend(root, RefusingAnimatic.name)
+    memo = root / ".cinema" / "cache" / "input-hashes.json"
+    before = snapshot(root)
+    # Refused by the shot backend's preflight, once both LoRAs are hashed for the status.
+    with pytest.raises(BadInput, match="weights are not on this machine"):
+        Pipeline(Project.open(root)).run()
+    assert snapshot_diff(before, snapshot(root)) == [] and not memo.exists()
+
+    use_video_backend(root, LoraAnimatic.name)
+    assert Pipeline(Project.open(root)).run().rebuilt.film
+    assert memo.is_file()
+
+    # The next command reads no input file: their hashes were saved with the artifacts.
+    def no_reading(path):
+        raise AssertionError(f"{path} read again")
+
+    monkeypatch.setattr(inputs, "file_sha256", no_reading)
+    assert states(root)[:3] == (set(), set(), DONE)
+

@@ -18,7 +18,9 @@ A model named by a Hugging Face id is recorded by that id (the Hub names its wei
 downloading it must not make anything stale). A model in a local folder — a fine-tune
 saved over the last one — and every input file are recorded by their content: hashing
 costs a read of every byte once, then the hash is remembered by path, size and mtime in
-the project's cache, so a second run or `cinema status` pays nothing. A folder inside the
+the project's cache, so a second run or `cinema status` pays nothing. The memo is saved
+with the artifacts a run records (`Context.record`): a run refused before it makes
+anything, after hashing its inputs, changes nothing on disk. A folder inside the
 Hugging Face cache is already named by its commit, so its identity is that.
 """
 
@@ -124,7 +126,8 @@ def _hub_snapshot(folder: Path) -> str | None:
 
 def declared_inputs(cls: type, options: Any, hasher: InputHasher) -> dict[str, str] | None:
     """{name: content hash} of the local files `cls` with `options` (their FileOptions
-    resolved) reads; None when there are none (Hub ids are in the options already)."""
+    resolved) reads; None when there are none (Hub ids are in the options already).
+    Nothing is written: the caller saves `hasher` once the run makes something."""
     if not isinstance(cls, DeclaresInputs):
         return None
     found: dict[str, str] = {}
@@ -137,5 +140,4 @@ def declared_inputs(cls: type, options: Any, hasher: InputHasher) -> dict[str, s
         if not path.exists():
             raise BadInput(f"{cls.name}: {name} {path} not found")
         found[name] = hasher(path)
-    hasher.save()
     return found or None
