@@ -1,7 +1,8 @@
 """Backends declare the files they read (weights, LoRAs): their content is in the recipe,
 so a LoRA retrained at the same path makes exactly the artifacts made with it stale,
 and the hash is remembered with what a run makes (a refused run writes nothing), so
-judging it again reads nothing.
+judging it again reads nothing. A model option names a folder of the project, whatever
+the working directory, or a Hub id.
 
 Two small backends declared here read a LoRA-like file and let its bytes change what
 they draw, as an adapter does; they run through the real pipeline."""
@@ -180,3 +181,56 @@ def test_a_refused_run_writes_no_input_hashes_and_a_finished_one_remembers_them(
     monkeypatch.setattr(inputs, "file_sha256", no_reading)
     assert states(root)[:3] == (set(), set(), DONE)
 
+
+# ---------------------------------------------------------------- model folders
+
+
+def test_a_model_option_names_a_folder_of_the_project_or_a_hub_id(tmp_path, monkeypatch):
+    """A path, or a folder that is in the project, is the project's whatever the working
+    directory; anything else is a Hub id (or a tiny preset), even where the working
+    directory holds a folder of that name."""
+    from cinema_cli.runtime.inputs import resolve_file_options
+    from cinema_cli.video.holocine import HolocineOptions
+
+    root = tmp_path / "film"
+    (root / "models" / "wan").mkdir(parents=True)
+    (tmp_path / "models" / "other").mkdir(parents=True)
+    (tmp_path / "Wan-AI" / "Wan2.2-T2V-A14B-Diffusers").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+    def where(model: str, dit: str | None) -> tuple[str, str | None]:
+        resolved = resolve_file_options(HolocineOptions(model=model, dit=dit), root)
+        return resolved.model, resolved.dit
+
+    assert where("models/wan", "./dits") == (str(root / "models" / "wan"), str(root / "dits"))
+    assert where("Wan-AI/Wan2.2-T2V-A14B-Diffusers", "../dits") == \
+        ("Wan-AI/Wan2.2-T2V-A14B-Diffusers", str(root / ".." / "dits"))
+    assert where("models/other", "hlwang06/HoloCine") == ("models/other", "hlwang06/HoloCine")
+    assert where("~/wan", str(tmp_path / "dits")) == (str(Path("~/wan").expanduser()), str(tmp_path / "dits"))
+    assert where("tiny", None) == ("tiny", None)
+
+
+@pytest.mark.parametrize("stage", ["keyframes", "video"])
+def test_every_option_naming_weights_is_a_model_option(stage, tmp_path):
+    """Whichever option of a built-in backend names weights it loads, a folder of the
+    project named there is where it loads them from."""
+    from conftest import registered
+    from pydantic import ValidationError
+
+    from cinema_cli.runtime.inputs import resolve_file_options, weights_of
+
+    registry = keyframe_backends if stage == "keyframes" else shot_backends
+    (tmp_path / "weights").mkdir()
+    found = []
+    for name in registered(stage):
+        cls = registry.get(name)
+        for option in cls.Options.model_fields:
+            try:
+                options = cls.Options.model_validate({option: "weights"})
+            except ValidationError:
+                continue
+            if "weights" in weights_of(cls, options):
+                found.append((name, option))
+                assert str(tmp_path / "weights") in weights_of(cls, resolve_file_options(options, tmp_path)), \
+                    f"{name}: {option}"
+    assert found and {name for name, _ in found} >= {"flux2", "wan", "holocine", "helios"} & set(registered(stage))

@@ -45,8 +45,9 @@ class BackendChoice:
 
     @cached_property
     def resolved(self) -> BaseModel:
-        """The options the backend reads and whose files are hashed: file options
-        (FileOption) absolute, so both are the same file whatever the working directory."""
+        """The options the backend reads and whose files are hashed: file and model
+        options (FileOption, ModelOption) resolved inside the project, so both are the
+        same file or folder whatever the working directory."""
         return resolve_file_options(self.options, self.root)
 
     @property
@@ -100,7 +101,7 @@ class Context:
 
     def backend_inputs(self, choice: BackendChoice) -> dict[str, str] | None:
         """Content hashes of the files `choice` declares it reads; None when it reads none."""
-        return declared_inputs(choice.cls, choice.resolved, self.input_hasher)
+        return declared_inputs(choice.cls, choice.options, choice.resolved, self.input_hasher)
 
     def record(self, stage: str, key: str, record: Record) -> None:
         """Record an artifact in the manifest, and save the input hashes judged so far
