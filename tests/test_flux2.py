@@ -320,6 +320,17 @@ def test_a_model_folder_named_in_the_project_is_the_projects_whatever_the_workin
         json.loads(cli("doctor", "-p", str(moved), "--json").stdout)["weights"]
 
 
+def test_a_model_folder_that_is_not_there_is_refused_not_downloaded(tmp_path, monkeypatch):
+    from cinema_cli.errors import BadInput
+    from cinema_cli.keyframes.base import KeyframePlan
+    from cinema_cli.project.schema import RuntimeSettings
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, a Hub id would be fetched; a path is not one
+    backend = Flux2Keyframes(Flux2Options(model=str(tmp_path / "klein")))
+    with pytest.raises(BadInput, match=f"the model folder {tmp_path / 'klein'} does not exist"):
+        backend.preflight(KeyframePlan(128, 64, RuntimeSettings()))
+
+
 def test_a_folder_that_is_not_klein_is_refused(tmp_path):
     from cinema_cli.errors import BadInput
     from cinema_cli.keyframes.base import KeyframePlan

@@ -28,7 +28,7 @@ from pydantic import Field
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings, Shot, Storyboard
 from cinema_cli.runtime.inputs import ModelOption
-from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
+from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_folder, missing_weights
 from cinema_cli.runtime.memory import SceneMemory, out_of_memory_is_a_message
 from cinema_cli.runtime.parallel import lead, parallelize
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
@@ -113,8 +113,9 @@ class HolocineShots:
                 f"{self.name}: a shot of {longest} frames makes a {1 + longest}-frame video, over "
                 f"video.options.max_frames ({self.options.max_frames}); shorten it or raise max_frames"
             )
-        for model in (self.options.model, self.options.dit):
-            if model and model != TINY and local_folder(model) is None:
+        for model in self.weights(self.options):
+            missing_folder(model, self.name)
+            if local_folder(model) is None:
                 if hub_offline():
                     raise missing_weights(model, self.name)
                 notices.append(f"{self.name}: {model} is not in the local cache; it is downloaded on first use")
