@@ -289,6 +289,48 @@ def test_a_saved_pipeline_folder_is_sized_checked_and_loaded(pipe, tmp_path):
     assert backend.render(request(tmp_path), lambda done, total: None).size == (128, 64)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="diffusers loads weights through it")
+def test_a_model_folder_named_in_the_project_is_the_projects_whatever_the_working_directory(pipe, tmp_path,
+                                                                                            monkeypatch):
+    """`model: models/klein` is the project's folder, from wherever cinema runs (here, a
+    folder holding an empty models/klein): it is loaded and hashed, its content recorded
+    under the name as written, so the project moved elsewhere is still current."""
+    from conftest import manifest_records
+
+    root = new_project(tmp_path, {"backend": "flux2", "options": {"model": "models/klein", "steps": 1}},
+                       size=(64, 64))
+    pipe.save_pretrained(root / "models" / "klein")
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "models" / "klein").mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert cli_json("plan", "-p", str(root))["rebuilt"]["keyframes"] == SHOTS
+    recipe = manifest_records(root)["keyframes"]["s01"]["recipe"]
+    assert recipe["backend options"]["model"] == "models/klein" and list(recipe["backend inputs"]) == \
+        ["model models/klein"]
+
+    moved = tmp_path / "moved"
+    shutil.move(root, moved)
+    monkeypatch.chdir(moved)
+    assert {s["keyframe"] for s in cli_json("status")["shots"]} == {"done"}
+    (moved / "models" / "klein" / "notes.txt").write_text("fine-tuned again")
+    monkeypatch.chdir(tmp_path)
+    assert {s["keyframe"] for s in cli_json("status", "-p", str(moved))["shots"]} == {"stale"}
+    folder = str(moved / "models" / "klein")
+    assert {"stage": "keyframes", "backend": "flux2", "model": folder, "present": True, "folder": folder} in \
+        json.loads(cli("doctor", "-p", str(moved), "--json").stdout)["weights"]
+
+
+def test_a_model_folder_that_is_not_there_is_refused_not_downloaded(tmp_path, monkeypatch):
+    from cinema_cli.errors import BadInput
+    from cinema_cli.keyframes.base import KeyframePlan
+    from cinema_cli.project.schema import RuntimeSettings
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, a Hub id would be fetched; a path is not one
+    backend = Flux2Keyframes(Flux2Options(model=str(tmp_path / "klein")))
+    with pytest.raises(BadInput, match=f"the model folder {tmp_path / 'klein'} does not exist"):
+        backend.preflight(KeyframePlan(128, 64, RuntimeSettings()))
+
+
 def test_a_folder_that_is_not_klein_is_refused(tmp_path):
     from cinema_cli.errors import BadInput
     from cinema_cli.keyframes.base import KeyframePlan

@@ -121,10 +121,11 @@ def test_the_lora_file_is_an_input_of_every_keyframe(tmp_path):
     adapter.write_bytes(b"first training")
     options = InterleavedOptions(model="tiny", lora=str(tmp_path / "run"))
     hasher = InputHasher(tmp_path / "hashes.json", tmp_path)
-    first = declared_inputs(InterleavedKeyframes, options, hasher)
+    first = declared_inputs(InterleavedKeyframes, options, options, hasher)
     adapter.write_bytes(b"retrained, same path")
-    assert declared_inputs(InterleavedKeyframes, options, hasher) != first
-    assert declared_inputs(InterleavedKeyframes, InterleavedOptions(model="tiny"), hasher) is None
+    assert declared_inputs(InterleavedKeyframes, options, options, hasher) != first
+    plain = InterleavedOptions(model="tiny")
+    assert declared_inputs(InterleavedKeyframes, plain, plain, hasher) is None
 
 
 def test_a_relative_lora_is_the_projects_whatever_the_working_directory(tmp_path, monkeypatch):

@@ -309,9 +309,8 @@ def lora_project(parent: Path, lora: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
-    """The project's files, but the lock and the memo of input hashes (a cache any command may refresh)."""
-    skip = (root / ".cinema" / "lock", root / ".cinema" / "cache" / "input-hashes.json")
-    files = (p for p in sorted(root.rglob("*")) if p.is_file() and p not in skip)
+    """The project's files, but the lock's (taking the lock creates the empty lock file)."""
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and p != root / ".cinema" / "lock")
     return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 

@@ -284,7 +284,7 @@ class DirectingSession:
             routing, latents = self.ctx.video.instance.render_next(
                 job.request, shot.transition != "continuous", self.history, temp, self.ctx.encode, reporter.step)
             self.history.append(shot.id, latents)
-        self.ctx.manifest.put("shots", shot.id, Record(job.recipe[0].to_dict(), self.ctx.hasher(path) or ""))
+        self.ctx.record("shots", shot.id, Record(job.recipe[0].to_dict(), self.ctx.hasher(path) or ""))
         reporter.item_done("shots", shot.id)
         return routing
 

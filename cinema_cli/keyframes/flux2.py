@@ -39,6 +39,7 @@ from cinema_cli.keyframes.base import KeyframePlan, KeyframeRequest, StepProgres
 from cinema_cli.keyframes.prompting import keyframe_prompt
 from cinema_cli.memory.goldenmem import PHI
 from cinema_cli.project.schema import RuntimeSettings
+from cinema_cli.runtime.inputs import ModelOption
 from cinema_cli.runtime.loading import apply_profile, load_pretrained, local_folder, preflight_weights
 from cinema_cli.runtime.memory import check_fits, free_gpu_bytes, model_size, out_of_memory_is_a_message
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
@@ -53,7 +54,7 @@ PIXELS_PER_TOKEN = 16  # 8x VAE, then 2x2 patches
 
 
 class Flux2Options(BaseModel, extra="forbid"):
-    model: str = DEFAULT_MODEL
+    model: ModelOption = DEFAULT_MODEL  # a Hugging Face id, a local folder, or a tiny preset
     # Empty: the checkpoint's own (distilled: 4, base: 50).
     steps: int | None = Field(None, ge=1, le=200)
     # Classifier-free guidance; distilled checkpoints ignore it. 1 = off. Empty: the

@@ -23,7 +23,7 @@ from cinema_cli.errors import BadInput, CinemaError
 from cinema_cli.keyframes.base import keyframe_backends
 from cinema_cli.pipeline.state import Reporter, SilentReporter
 from cinema_cli.project.files import inside
-from cinema_cli.project.manifest import FileHasher, Manifest
+from cinema_cli.project.manifest import FileHasher, Manifest, Record
 from cinema_cli.project.project import Project
 from cinema_cli.project.schema import AssembleSettings, CinemaConfig, StorySettings
 from cinema_cli.project.yamlio import dotted, file_error, message_of
@@ -45,8 +45,9 @@ class BackendChoice:
 
     @cached_property
     def resolved(self) -> BaseModel:
-        """The options the backend reads and whose files are hashed: file options
-        (FileOption) absolute, so both are the same file whatever the working directory."""
+        """The options the backend reads and whose files are hashed: file and model
+        options (FileOption, ModelOption) resolved inside the project, so both are the
+        same file or folder whatever the working directory."""
         return resolve_file_options(self.options, self.root)
 
     @property
@@ -100,7 +101,13 @@ class Context:
 
     def backend_inputs(self, choice: BackendChoice) -> dict[str, str] | None:
         """Content hashes of the files `choice` declares it reads; None when it reads none."""
-        return declared_inputs(choice.cls, choice.resolved, self.input_hasher)
+        return declared_inputs(choice.cls, choice.options, choice.resolved, self.input_hasher)
+
+    def record(self, stage: str, key: str, record: Record) -> None:
+        """Record an artifact in the manifest, and save the input hashes judged so far
+        with it: a run refused before it makes anything changes nothing on disk."""
+        self.manifest.put(stage, key, record)
+        self.input_hasher.save()
 
     @property
     def backend_names(self) -> dict[str, str]:

@@ -115,7 +115,7 @@ class FilmStage:
         if not cues:
             # film.srt is this stage's output: a film without subtitles leaves none behind.
             self.subtitles_path.unlink(missing_ok=True)
-        ctx.manifest.put("film", "film", Record(job.recipe.to_dict(), ctx.hasher(self.project.film_path) or ""))
+        ctx.record("film", "film", Record(job.recipe.to_dict(), ctx.hasher(self.project.film_path) or ""))
 
     def _finish(self, video: Path, cues: list[Cue], timeline: Timeline) -> None:
         """Mux subtitles and music into film.mp4, then publish film.srt beside it."""

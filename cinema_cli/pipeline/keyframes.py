@@ -310,7 +310,7 @@ class KeyframeStage:
             sidecar["drawn_with"] = drawn_with
         atomic_write_text(self.project.sidecar_path(request.shot_id), json.dumps(sidecar, indent=2) + "\n",
                           self.project.tmp_dir)
-        ctx.manifest.put("keyframes", request.shot_id, Record(data, output))
+        ctx.record("keyframes", request.shot_id, Record(data, output))
 
     def _context_entry(self, frame: ContextFrame) -> dict:
         """A context frame as the recipe records it: what it is, its size, and the hash of

@@ -246,7 +246,7 @@ class ShotStage:
         ctx = self.ctx
         made.publish()
         for key, path, recipe in zip(job.shots, job.outputs, job.recipe):
-            ctx.manifest.put("shots", key, Record(recipe.to_dict(), ctx.hasher(path) or ""))
+            ctx.record("shots", key, Record(recipe.to_dict(), ctx.hasher(path) or ""))
 
     @property
     def has_preflight(self) -> bool:

@@ -127,8 +127,7 @@ class StoryStage:
         if old is not None:
             board = _keep_locked(old, board)
         self.project.write_storyboard(board)
-        ctx.manifest.put("story", "storyboard",
-                         Record(job.recipe.to_dict(), ctx.hasher(self.project.storyboard_path) or ""))
+        ctx.record("story", "storyboard", Record(job.recipe.to_dict(), ctx.hasher(self.project.storyboard_path) or ""))
         if backend.notice:
             ctx.notices.append(backend.notice)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import subprocess
+from pathlib import Path
 
 from cinema_cli.assemble.ffmpeg import ffmpeg_exe
 from cinema_cli.project.schema import CinemaConfig
@@ -73,15 +74,16 @@ def packages() -> dict[str, dict]:
     return found
 
 
-def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
+def configured_weights(config: CinemaConfig, root: Path | None) -> list[tuple[str, str, str]]:
     """(stage, backend, model id or folder) for each pretrained model the settings name,
-    as each backend declares it (runtime.inputs). `auto` names the GPU backend's default
-    weights: the ones it looks for. Options that do not validate name nothing here."""
+    as each backend declares it (runtime.inputs), a folder inside the project `root` as
+    the backend finds it. `auto` names the GPU backend's default weights: the ones it
+    looks for. Options that do not validate name nothing here."""
     from pydantic import ValidationError
 
     from cinema_cli.errors import BadInput
     from cinema_cli.keyframes.base import keyframe_backends
-    from cinema_cli.runtime.inputs import weights_of
+    from cinema_cli.runtime.inputs import resolve_file_options, weights_of
     from cinema_cli.video.base import shot_backends
 
     wanted = []
@@ -92,7 +94,8 @@ def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
             continue
         try:
             cls = registry.get(settings.backend)
-            models = weights_of(cls, cls.Options.model_validate(settings.options))
+            options = cls.Options.model_validate(settings.options)
+            models = weights_of(cls, resolve_file_options(options, root) if root else options)
         except (BadInput, ValidationError):
             continue
         wanted.extend((stage, settings.backend, model) for model in models)
@@ -102,9 +105,9 @@ def configured_weights(config: CinemaConfig) -> list[tuple[str, str, str]]:
     return [w for w in wanted if not is_tiny(w[2])]
 
 
-def weights(config: CinemaConfig) -> list[dict]:
+def weights(config: CinemaConfig, root: Path | None) -> list[dict]:
     rows = []
-    for stage, backend, model in configured_weights(config):
+    for stage, backend, model in configured_weights(config, root):
         folder = local_folder(model)
         rows.append({"stage": stage, "backend": backend, "model": model, "present": folder is not None,
                      "folder": str(folder) if folder else None})
@@ -142,7 +145,7 @@ def report(config: CinemaConfig, project: str | None) -> dict:
         "gpus": gpus(),
         "ffmpeg": ffmpeg(),
         "packages": packages(),
-        "weights": weights(config),
+        "weights": weights(config, Path(project) if project else None),
         "api_keys": api_keys(),
         "experimental": experimental(config),
     }

@@ -9,16 +9,21 @@ A backend declares them with class methods (no instance, nothing loaded):
     @classmethod
     def input_files(cls, options) -> dict[str, Path]   # optional: name -> file or folder
 
-An option naming such a file is typed `FileOption`: the context resolves it once
-(`resolve_file_options`: `~` expanded, a relative path taken inside the project), so the
-backend loads and the recipe hashes the same file whatever the working directory. The
-recipe records the option as written (project-relative), and the file by its content.
+An option naming such a file is typed `FileOption`, one naming a model `ModelOption`:
+the context resolves both once (`resolve_file_options`: `~` expanded, a relative path
+taken inside the project), so the backend loads and the recipe hashes the same file or
+folder whatever the working directory. A model option is a path only when it looks like
+one (absolute, `~`, `./`, `../`) or names a folder in the project; otherwise it stays a
+Hugging Face id (or a tiny preset). The recipe records the option as written
+(project-relative), and the file or folder by its content.
 
 A model named by a Hugging Face id is recorded by that id (the Hub names its weights;
 downloading it must not make anything stale). A model in a local folder — a fine-tune
 saved over the last one — and every input file are recorded by their content: hashing
 costs a read of every byte once, then the hash is remembered by path, size and mtime in
-the project's cache, so a second run or `cinema status` pays nothing. A folder inside the
+the project's cache, so a second run or `cinema status` pays nothing. The memo is saved
+with the artifacts a run records (`Context.record`): a run refused before it makes
+anything, after hashing its inputs, changes nothing on disk. A folder inside the
 Hugging Face cache is already named by its commit, so its identity is that.
 """
 
@@ -28,33 +33,66 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from cinema_cli.errors import BadInput
 from cinema_cli.project.files import atomic_write_text
 from cinema_cli.project.manifest import file_sha256
+from cinema_cli.runtime.tiny import is_tiny
 
 
 class _FileMarker:
     """Marks a backend option that names a file or folder (see FileOption)."""
 
 
+class _ModelMarker:
+    """Marks a backend option that names a pretrained model (see ModelOption)."""
+
+
 # A backend option naming a file or folder the backend reads (a LoRA, a run folder).
 FileOption = Annotated[str | None, _FileMarker()]
+# A backend option naming a pretrained model: a Hugging Face id, a local folder or a
+# tiny preset (`ModelOption | None` where it may be empty).
+ModelOption = Annotated[str, _ModelMarker()]
 
 
 def resolve_file_options(options: BaseModel, root: Path) -> BaseModel:
     """`options` with every FileOption an absolute path: `~` expanded, a relative path
-    taken inside the project `root` (not the working directory)."""
+    taken inside the project `root` (not the working directory); and every ModelOption
+    that names a folder (`model_location`) likewise."""
     updates = {}
     for name, field in type(options).model_fields.items():
         value = getattr(options, name)
-        if value and any(isinstance(m, _FileMarker) for m in field.metadata):
+        if not value:
+            continue
+        if _marked(field, _FileMarker):
             path = Path(value).expanduser()
             updates[name] = str(path if path.is_absolute() else root / path)
+        elif _marked(field, _ModelMarker):
+            updates[name] = model_location(value, root)
     return options.model_copy(update=updates) if updates else options
+
+
+def _marked(field: FieldInfo, marker: type) -> bool:
+    # pydantic keeps an Annotated's metadata only at the top: `ModelOption | None` carries it inside.
+    metadata = [*field.metadata, *(m for arg in get_args(field.annotation) for m in getattr(arg, "__metadata__", ()))]
+    return any(isinstance(m, marker) for m in metadata)
+
+
+def model_location(model: str, root: Path) -> str:
+    """Where a model option points: a path (absolute, `~`, `./`, `../`, or a folder in
+    the project `root`) made absolute inside `root`; a Hub id or tiny preset as written."""
+    if is_tiny(model):
+        return model
+    path = Path(model).expanduser()
+    if path.is_absolute():
+        return str(path)
+    if model.split("/", 1)[0] in (".", "..") or (root / path).is_dir():
+        return str(root / path)
+    return model
 
 
 @runtime_checkable
@@ -122,20 +160,21 @@ def _hub_snapshot(folder: Path) -> str | None:
     return None
 
 
-def declared_inputs(cls: type, options: Any, hasher: InputHasher) -> dict[str, str] | None:
-    """{name: content hash} of the local files `cls` with `options` (their FileOptions
-    resolved) reads; None when there are none (Hub ids are in the options already)."""
+def declared_inputs(cls: type, options: Any, resolved: Any, hasher: InputHasher) -> dict[str, str] | None:
+    """{name: content hash} of the local files `cls` reads with `resolved` (`options`
+    through `resolve_file_options`), a model folder named as `options` write it, so a
+    moved project keeps its recipes; None when there are none (Hub ids are in the options
+    already). Nothing is written: the caller saves `hasher` once the run makes something."""
     if not isinstance(cls, DeclaresInputs):
         return None
     found: dict[str, str] = {}
-    for model in cls.weights(options):
-        folder = Path(model).expanduser()
-        if folder.is_dir():
-            found[f"model {model}"] = hasher(folder)
+    for written, model in zip(cls.weights(options), cls.weights(resolved), strict=True):
+        folder = Path(model)  # resolved: a local folder is absolute, a Hub id never is
+        if folder.is_absolute() and folder.is_dir():
+            found[f"model {written}"] = hasher(folder)
     files = getattr(cls, "input_files", None)
-    for name, path in (files(options) if files else {}).items():
+    for name, path in (files(resolved) if files else {}).items():
         if not path.exists():
             raise BadInput(f"{cls.name}: {name} {path} not found")
         found[name] = hasher(path)
-    hasher.save()
     return found or None

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cinema_cli.errors import BackendError
+from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.runtime.profiles import QUANTIZERS, Runtime
 
 
@@ -41,17 +41,25 @@ def missing_weights(model: str, who: str) -> BackendError:
     )
 
 
+def missing_folder(model: str, who: str) -> None:
+    """Refuse a model named by a path (made absolute: runtime.inputs) with no folder there;
+    a Hub id is never absolute, and may be downloaded."""
+    if Path(model).is_absolute() and not Path(model).is_dir():
+        raise BadInput(f"{who}: the model folder {model} does not exist")
+
+
 def preflight_weights(model: str, runtime: Runtime, who: str, notices: list[str]) -> Path | None:
     """The first checks of every model backend's preflight: the folder of `model`'s
     weights to check further, or None when there is nothing on disk to check — the tiny
-    preset, or weights downloaded on first use (told in `notices`). Offline and absent
-    is an error."""
+    preset, or weights downloaded on first use (told in `notices`). Offline and absent,
+    or a folder that is not there, is an error."""
     from cinema_cli.runtime.tiny import is_tiny
 
     if is_tiny(model):
         if runtime.quantize != "none":
             notices.append(f"{who}: the tiny preset is not quantized (runtime.quantize applies to pretrained weights)")
         return None
+    missing_folder(model, who)
     folder = local_folder(model)
     if folder is None:
         if hub_offline():

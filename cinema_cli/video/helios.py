@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, field_validator
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
+from cinema_cli.runtime.inputs import ModelOption
 from cinema_cli.runtime.loading import load_pretrained, preflight_weights
 from cinema_cli.runtime.memory import out_of_memory_is_a_message
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
@@ -42,7 +43,7 @@ TEMPORAL = 4  # video frames per latent frame (Wan's VAE)
 
 class HeliosOptions(BaseModel, extra="forbid"):
     # A Hugging Face id, a local folder with a diffusers Helios pipeline, or `tiny`.
-    model: str = DEFAULT_MODEL
+    model: ModelOption = DEFAULT_MODEL
     steps: int = Field(50, ge=1, le=200)
     guidance: float = Field(5.0, ge=1.0, le=20.0)  # classifier-free guidance; 1 = off
     negative_prompt: str = ""

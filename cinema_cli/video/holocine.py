@@ -27,7 +27,8 @@ from pydantic import Field
 
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings, Shot, Storyboard
-from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_weights
+from cinema_cli.runtime.inputs import ModelOption
+from cinema_cli.runtime.loading import hub_offline, load_pretrained, local_folder, missing_folder, missing_weights
 from cinema_cli.runtime.memory import SceneMemory, out_of_memory_is_a_message
 from cinema_cli.runtime.parallel import lead, parallelize
 from cinema_cli.runtime.profiles import Runtime, resolve_runtime
@@ -46,8 +47,8 @@ MULTIPLE = 16  # pixels: Wan's 8x VAE and 2x2 patches
 
 
 class HolocineOptions(VideoLoraOptions, extra="forbid"):
-    model: str = DEFAULT_MODEL  # Wan2.2 T2V A14B diffusers pipeline, or `tiny`
-    dit: str | None = DEFAULT_DIT  # HoloCine's DiT files; empty with `model: tiny`: the preset's own
+    model: ModelOption = DEFAULT_MODEL  # Wan2.2 T2V A14B diffusers pipeline, or `tiny`
+    dit: ModelOption | None = DEFAULT_DIT  # HoloCine's DiT files; empty with `model: tiny`: the preset's own
     variant: Literal["full", "sparse"] = "full"
     steps: int = Field(50, ge=1, le=200)  # HoloCine's default
     guidance: float = Field(5.0, ge=1.0, le=20.0)  # HoloCine's default; 1 = off
@@ -112,8 +113,9 @@ class HolocineShots:
                 f"{self.name}: a shot of {longest} frames makes a {1 + longest}-frame video, over "
                 f"video.options.max_frames ({self.options.max_frames}); shorten it or raise max_frames"
             )
-        for model in (self.options.model, self.options.dit):
-            if model and model != TINY and local_folder(model) is None:
+        for model in self.weights(self.options):
+            missing_folder(model, self.name)
+            if local_folder(model) is None:
                 if hub_offline():
                     raise missing_weights(model, self.name)
                 notices.append(f"{self.name}: {model} is not in the local cache; it is downloaded on first use")

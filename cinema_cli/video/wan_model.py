@@ -19,6 +19,7 @@ from pydantic import Field
 from cinema_cli.assemble.ffmpeg import VideoWriter
 from cinema_cli.errors import BackendError, BadInput
 from cinema_cli.project.schema import RuntimeSettings
+from cinema_cli.runtime.inputs import ModelOption
 from cinema_cli.runtime.loading import load_pretrained, local_folder, preflight_weights
 from cinema_cli.runtime.memory import SceneMemory, check_fits, free_gpu_bytes, model_size
 from cinema_cli.runtime.parallel import check_tokens, gpu_count, parallelize, possible_degrees
@@ -36,7 +37,7 @@ TEMPORAL = 4
 class WanOptions(VideoLoraOptions, extra="forbid"):
     # A Hugging Face id, a local folder with a diffusers Wan pipeline, or `tiny` (random
     # weights, offline; for tests). Empty: the mode's default model.
-    model: str | None = None
+    model: ModelOption | None = None
     steps: int = Field(40, ge=1, le=200)  # denoising steps
     guidance: float = Field(5.0, ge=1.0, le=20.0)  # classifier-free guidance; 1 = off (twice as fast)
     negative_prompt: str = ""
