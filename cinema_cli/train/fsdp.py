@@ -24,10 +24,11 @@ def wanted(config, processes: int) -> bool:
 
 def shard(units, accelerator, bf16: bool) -> None:
     """`units`: (module, its blocks) pairs, best left on the CPU: each is moved to the
-    device as it is sharded, so no GPU ever holds a whole 14B expert. With bf16, FSDP gathers and computes in bf16
-    over fp32 master weights and reduces gradients in fp32; inputs are not cast
-    (`cast_forward_inputs=False`): accelerate's autocast runs the forward as it does DDP's,
-    so the timestep, for one, reaches Wan's sinusoidal embedding in fp32."""
+    device as it is sharded, so no GPU ever holds a whole 14B expert. With bf16, FSDP
+    gathers and computes in bf16 over fp32 master weights and reduces gradients in fp32;
+    inputs are not cast (`cast_forward_inputs=False`): accelerate's autocast runs the
+    forward as it does DDP's, so the timestep, for one, reaches Wan's sinusoidal embedding
+    in fp32."""
     import warnings
 
     import torch
