@@ -118,6 +118,8 @@ def video(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1e-5)."),
     rank: Optional[int] = typer.Option(None, "--rank", help="LoRA rank."),
     method: Optional[str] = typer.Option(None, "--method", help="lora (default) or full."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="ddp (default) or fsdp: a full fine-tune's weights "
+                                         "sharded over the launched processes."),
     size: Optional[str] = typer.Option(None, "--size", help="Training frames HEIGHTxWIDTH (default 480x832)."),
     shot_frames: Optional[int] = typer.Option(None, "--shot-frames", help="Frames per shot (scene: 4k; keyframes: 4k+1)."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints."),
@@ -149,7 +151,7 @@ def video(
             except ValueError:
                 raise BadInput(f"--size takes HEIGHTxWIDTH, got {size!r}") from None
         overrides = {"mode": mode, "expert": expert, "steps": steps, "batch_size": batch_size, "optimizer.lr": lr,
-                     "lora.rank": rank, "method": method, "height": height, "width": width,
+                     "lora.rank": rank, "method": method, "engine": engine, "height": height, "width": width,
                      "shot_frames": shot_frames, "checkpoint_every": checkpoint_every,
                      "validate_every": validate_every, "cp": cp, "seed": seed}
         if resume:

@@ -1,6 +1,7 @@
 """The one place that builds the Accelerator: DDP over however many processes
-`accelerate launch` / `torchrun` started (gloo on CPU, NCCL on CUDA), or one process;
-and how those processes divide a step (`layout`): data-parallel groups, each of `cp`
+`accelerate launch` / `torchrun` started (gloo on CPU, NCCL on CUDA), or one process
+(`engine: fsdp` shards over the same process group, fsdp.py); and how those processes
+divide a step (`layout`): data-parallel groups, each of `cp`
 processes that split one sample's sequence (context parallelism)."""
 
 from __future__ import annotations
@@ -38,22 +39,7 @@ def build_accelerator(config: TrainConfig, run: Path | None = None):
     ddp = DistributedDataParallelKwargs(find_unused_parameters=False)
     log_with = trackers() if run is not None else []
     return Accelerator(mixed_precision=precision(config, cuda), cpu=not cuda, kwargs_handlers=[ddp],
-                       log_with=log_with or None, project_dir=run if log_with else None,
-                       **sharding(config))
-
-
-def sharding(config) -> dict:
-    """accelerate's FSDP plugin for a family config that asks for `engine: fsdp` (a full
-    fine-tune whose parameters do not fit one GPU): each Wan transformer block one FSDP
-    unit, full state dicts gathered on rank 0 for checkpoints. Only meaningful across CUDA
-    processes (NCCL); context parallelism for long sequences is `layout`'s."""
-    if getattr(config, "engine", "ddp") != "fsdp":
-        return {}
-    from accelerate import FullyShardedDataParallelPlugin
-
-    return {"fsdp_plugin": FullyShardedDataParallelPlugin(
-        fsdp_version=2, auto_wrap_policy="transformer_based_wrap",
-        transformer_cls_names_to_wrap=["WanTransformerBlock"], state_dict_type="FULL_STATE_DICT")}
+                       log_with=log_with or None, project_dir=run if log_with else None)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 A family (keyframes.py) builds the model, computes one process's share of a step's loss,
 and saves weights in its diffusers format; the loop owns the rest: the Accelerator (DDP
-over the launched processes), AdamW, the staged warmup + cosine schedule, gradient
-clipping, checkpoints, exact resume, metrics and progress.
+over the launched processes, or FSDP2 sharding with `engine: fsdp`, fsdp.py), AdamW, the
+staged warmup + cosine schedule, gradient clipping, checkpoints, exact resume, metrics and
+progress.
 
 Exact resume: which sequences and which noise a step uses depend only on (seed, step),
 and the checkpoint holds the trainable weights, AdamW's moments and the scheduler, so a
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cinema_cli.errors import BadInput
+from cinema_cli.train import fsdp
 from cinema_cli.train import run as run_folder
 from cinema_cli.train.config import TrainConfig
 from cinema_cli.train.engine import Layout, build_accelerator, layout
@@ -31,11 +33,14 @@ class Family(Protocol):
 
     def build(self, device): ...
     def loss(self, model, step: int, rank: int, world: int): ...
-    def save_weights(self, model, folder: Path) -> None: ...
+    # `state`: the full weights of a sharded model (engine: fsdp), gathered by the loop.
+    def save_weights(self, model, folder: Path, state: dict | None = None) -> None: ...
     # With `validation:` set: draw the held-out sequences, write RUN/validation/, return the errors.
     def validate(self, model, run: Path, step: int) -> dict[str, float]: ...
     # With `cp` above 1 (a family that has it): context parallelism on the built model.
     def parallelize(self, model, groups) -> None: ...
+    # With `engine: fsdp` (a family that has it): (module, its blocks) pairs to shard.
+    def shard_units(self, model) -> list: ...
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -64,7 +69,10 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     model = family.build(accelerator.device)
     if groups.cp > 1:
         family.parallelize(model, groups)
-    params = [p for p in model.parameters() if p.requires_grad]
+    sharded = fsdp.wanted(config, accelerator.num_processes)
+    if sharded:
+        fsdp.shard(family.shard_units(model), accelerator, accelerator.mixed_precision == "bf16")
+    params = [p for p in model.parameters() if p.requires_grad]  # after sharding: the shards
     o = config.optimizer
     optimizer = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
     # A family's config may bring its own schedule (the video recipes: warmup or constant).
@@ -73,11 +81,16 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
     first = 0
     checkpoint = run_folder.latest_checkpoint(run) if resume else None
     if checkpoint is not None:
-        first = _load_checkpoint(checkpoint, model, optimizer, scheduler)
+        first = _load_checkpoint(checkpoint, model, optimizer, scheduler, sharded, accelerator.is_main_process)
     if accelerator.is_main_process:
         run_folder.truncate_metrics(run, first)
-    # The scheduler stays outside prepare(): accelerate would step it once per process.
-    model, optimizer = accelerator.prepare(model, optimizer)
+    if sharded:
+        # accelerate refuses DTensor parameters under DDP; evaluation_mode gives the model
+        # only the autocast prepare() gives DDP's, and the optimizer needs nothing of it.
+        model = accelerator.prepare_model(model, evaluation_mode=True)
+    else:
+        # The scheduler stays outside prepare(): accelerate would step it once per process.
+        model, optimizer = accelerator.prepare(model, optimizer)
     metrics = (run / "metrics.jsonl").open("a") if accelerator.is_main_process else None
     if accelerator.log_with:
         accelerator.init_trackers("tensorboard")
@@ -93,7 +106,8 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
             # the group's sum. DDP averages over all processes, so scaling by cp makes that
             # average the mean of the groups' whole gradients, exactly as without cp.
             accelerator.backward(loss * groups.cp)
-            grad_norm = float(accelerator.clip_grad_norm_(params, o.grad_clip))  # before clipping
+            clip = fsdp.clip_grad_norm_ if sharded else accelerator.clip_grad_norm_
+            grad_norm = float(clip(params, o.grad_clip))  # before clipping
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
             scheduler.step()
@@ -115,34 +129,47 @@ def train(family: Family, run: Path, *, resume: bool, on_step: Callable[[dict], 
                 metrics.flush()
                 on_step(record)
             if done % config.checkpoint_every == 0 or done == config.steps:
-                _save_checkpoint(accelerator, family, run, done, model, optimizer, scheduler)
+                _save_checkpoint(accelerator, family, run, done, model, optimizer, scheduler, sharded)
             if getattr(config, "validate_every", 0) and done % config.validate_every == 0:
-                _validate(accelerator, family, run, done, model, groups)
+                _validate(accelerator, family, run, done, model, groups, sharded)
     finally:
         if metrics is not None:
             metrics.close()
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process and done == config.steps:
-        family.save_weights(accelerator.unwrap_model(model), run / "lora" if config.method == "lora" else run)
+    if done == config.steps:
+        folder = run / "lora" if config.method == "lora" else run
+        if sharded:
+            state = fsdp.full_state(model)  # every process gathers, rank 0 writes
+            if accelerator.is_main_process:
+                family.save_weights(model, folder, state)
+        elif accelerator.is_main_process:
+            family.save_weights(accelerator.unwrap_model(model), folder)
     accelerator.wait_for_everyone()
     # Last: accelerate's end_training closes the trackers and also tears down the process group.
     accelerator.end_training()
     return {"run": str(run), "steps": config.steps, "first_step": first + 1, "last_step": done,
-            "losses": losses, "processes": accelerator.num_processes, "cp": groups.cp}
+            "losses": losses, "processes": accelerator.num_processes, "cp": groups.cp,
+            # Trained parameters, and how many of them rank 0 holds (a share of them under FSDP).
+            "parameters": sum(p.numel() for p in params), "local_parameters": fsdp.local_parameters(params)}
 
 
-def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer, scheduler) -> None:
+def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer, scheduler, sharded: bool) -> None:
     import torch
     from safetensors.torch import save_file
 
     accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    names = [n for n, p in unwrapped.named_parameters() if p.requires_grad]
+    if sharded:  # every process gathers its shards into rank 0's full copies
+        weights, moments = fsdp.full_state(unwrapped), fsdp.full_optimizer_state(unwrapped, optimizer)
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
+        if not sharded:
+            weights, moments = dict(unwrapped.named_parameters()), optimizer.state_dict()
 
         def fill(folder: Path) -> None:
-            trainable = {n: p.detach().cpu().contiguous() for n, p in unwrapped.named_parameters() if p.requires_grad}
+            trainable = {n: weights[n].detach().cpu().contiguous() for n in names}
             save_file(trainable, folder / "trainable.safetensors")
-            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(moments, folder / "optimizer.pt")
             torch.save(scheduler.state_dict(), folder / "scheduler.pt")
             torch.save({"torch": torch.get_rng_state(),
                         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, folder / "rng.pt")
@@ -158,31 +185,39 @@ def _save_checkpoint(accelerator, family, run: Path, step: int, model, optimizer
     accelerator.wait_for_everyone()
 
 
-def _validate(accelerator, family, run: Path, step: int, model, groups: Layout) -> None:
+def _validate(accelerator, family, run: Path, step: int, model, groups: Layout, sharded: bool) -> None:
     """A family's validation sample at this step, rendered by rank 0's context-parallel
     group (rank 0 alone without cp) and written by rank 0 (the others pass no folder); the
-    RNG state is kept so validating does not change the training that follows."""
+    RNG state is kept so validating does not change the training that follows. A sharded
+    model renders on every process: each forward gathers its weights from all of them
+    (cheaper to write than a gathered copy, and what a 14B model needs on a GPU). Under
+    the training forward's autocast: FSDP's bf16 weights take fp32 inputs through it."""
     import torch
 
     accelerator.wait_for_everyone()
-    if groups.data_rank == 0:
+    if groups.data_rank == 0 or sharded:
         state = torch.get_rng_state()
         folder = run / "samples" if accelerator.is_main_process else None
-        family.validate(accelerator.unwrap_model(model), folder, step)
+        with accelerator.autocast():
+            family.validate(accelerator.unwrap_model(model), folder, step)
         torch.set_rng_state(state)
     accelerator.wait_for_everyone()
 
 
-def _load_checkpoint(folder: Path, model, optimizer, scheduler) -> int:
+def _load_checkpoint(folder: Path, model, optimizer, scheduler, sharded: bool, main: bool) -> int:
     import torch
     from safetensors.torch import load_file
 
-    trainable = load_file(folder / "trainable.safetensors")
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in trainable.items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if sharded:  # rank 0 reads, every process keeps its shards
+        fsdp.load(model, optimizer, load_file(folder / "trainable.safetensors") if main else {},
+                  torch.load(folder / "optimizer.pt", weights_only=True) if main else {})
+    else:
+        trainable = load_file(folder / "trainable.safetensors")
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in trainable.items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=False))
     rng = torch.load(folder / "rng.pt", weights_only=False)
     torch.set_rng_state(rng["torch"])

@@ -29,6 +29,10 @@ With `cp` above 1 each sample's video tokens are split over a group of cp proces
 split the tokens before the first block and gather them after `proj_out`, and the scene
 processors exchange heads for their pattern, in forward and backward. Every process of
 the group computes the whole sample's loss; the loop sums the group's gradients.
+
+With `engine: fsdp` (a full fine-tune) the loop shards each trained expert over all
+processes, block by block (`shard_units`, fsdp.py), and hands `save_weights` the full
+state dict it gathered from the shards.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cinema_cli.errors import BadInput
+from cinema_cli.train import fsdp
 from cinema_cli.train import sequences as seqs
 from cinema_cli.train.engine import make_trainable
 from cinema_cli.train.video_config import VideoTrainConfig
@@ -133,10 +138,13 @@ class VideoTraining:
         # trained or not, as the backends install them at inference.
         self.scene = SceneAttention(sparse_self=self.config.sparse or self.config.mode == "keyframes")
         modules = {}
+        sharded = fsdp.wanted(self.config, int(os.environ.get("WORLD_SIZE", "1")))
         for expert in present:
             transformer = getattr(self.pipe, EXPERT_MODULES[expert])
-            # An expert not trained is needed only to render validation clips.
-            if expert in self.experts or self.config.validate_every:
+            trained = expert in self.experts
+            # An expert not trained is needed only to render validation clips; a trained one
+            # the loop shards stays on the CPU (sharding moves it over block by block).
+            if (trained and not sharded) or (not trained and self.config.validate_every):
                 transformer.to(device)
             transformer.requires_grad_(False)
             install_scene_attention(transformer, self.scene)
@@ -163,6 +171,10 @@ class VideoTraining:
                 enable_context_parallel(transformer, ContextParallelConfig(ulysses_degree=groups.cp),
                                         self.device.type, mesh=groups.mesh)
 
+    def shard_units(self, model) -> list:
+        """engine: fsdp shards each trained expert's blocks one by one, then the rest of it."""
+        return [(transformer, list(transformer.blocks)) for transformer in model.experts.values()]
+
     def _checkpoint(self, block, *args):
         """Per-block activation checkpointing whose recomputation runs under the scene
         layout the block first ran with: the processors read the layout from `self.scene`,
@@ -183,19 +195,24 @@ class VideoTraining:
         return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False,
                                                  context_fn=lambda: (nullcontext(), restored()))
 
-    def save_weights(self, model, folder: Path) -> None:
+    def save_weights(self, model, folder: Path, state: dict | None = None) -> None:
         """One file per expert in diffusers' Wan LoRA format (lora_high / lora_low
         .safetensors, keys `transformer.<module>.lora_A/B.weight`; load the low one with
         `load_lora_weights(..., load_into_transformer_2=True)`), or (full fine-tune) each
-        trained expert as a transformer folder `from_pretrained` reads."""
+        trained expert as a transformer folder `from_pretrained` reads. `state`: the
+        model's full state dict when its parameters are sharded (engine: fsdp)."""
         for expert, transformer in model.experts.items():
             if self.config.method == "lora":
                 from peft.utils import get_peft_model_state_dict
 
                 type(self.pipe).save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer),
                                                   weight_name=lora_file(expert))
-            else:
+            elif state is None:
                 transformer.save_pretrained(folder / EXPERT_MODULES[expert])
+            else:
+                prefix = f"experts.{expert}."
+                save_transformer(transformer, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)},
+                                 folder / EXPERT_MODULES[expert])
 
     # ------------------------------------------------------------ steps
 
@@ -373,6 +390,25 @@ class VideoTraining:
             for frame in frames:
                 w.write((np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
         return out
+
+
+def save_transformer(transformer, weights: dict, folder: Path) -> None:
+    """What `save_pretrained` writes (config, safetensors shards of at most 10 GB and their
+    index), from `weights` rather than the model's own state dict, which holds only this
+    process's shards under FSDP."""
+    import json
+
+    from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+    from huggingface_hub import save_torch_state_dict
+    from torch.distributed.fsdp import FSDPModule
+
+    transformer.save_config(folder)
+    # fully_shard made the class FSDP<Name>; from_pretrained and pipelines want Wan's own.
+    config = json.loads((folder / "config.json").read_text())
+    config["_class_name"] = next(c for c in type(transformer).__mro__ if not issubclass(c, FSDPModule)).__name__
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_torch_state_dict(weights, folder, filename_pattern=SAFETENSORS_WEIGHTS_NAME.replace(".safetensors",
+                          "{suffix}.safetensors"), max_shard_size="10GB")
 
 
 def encode_frames(pipe, frames):

@@ -1,5 +1,5 @@
-"""The trained Wan experts as one module, so that one forward (through DDP) computes a
-whole step's loss: every trained parameter is used by every step (each sample trains
+"""The trained Wan experts as one module, so that one forward (through DDP, or over the
+experts' FSDP shards) computes a whole step's loss: every trained parameter is used by every step (each sample trains
 every trained expert), as DDP without unused-parameter search needs."""
 
 from __future__ import annotations
