@@ -1,6 +1,7 @@
 """The trained Wan experts as one module, so that one forward (through DDP, or over the
-experts' FSDP shards) computes a whole step's loss: every trained parameter is used by every step (each sample trains
-every trained expert), as DDP without unused-parameter search needs."""
+experts' FSDP shards) computes a whole step's loss: every trained parameter is used by
+every step (each sample trains every trained expert), as DDP without unused-parameter
+search needs."""
 
 from __future__ import annotations
 
